@@ -1,0 +1,81 @@
+"""One declared settings object for the core library.
+
+Every setting has a type, a default and a help text with an example; values come from ``CLOUDMRI_*``
+environment variables, then from the YAML file named by ``CLOUDMRI_CONFIG`` (if set), then the defaults.
+``cloudmri config show`` prints the effective values. Unknown keys are errors, not silent defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cloudmri_kernel.errors import UsageError
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by CLOUDMRI_CONFIG, lowest priority after the environment."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - required by the interface
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CLOUDMRI_CONFIG")
+        if not path:
+            return {}
+        try:
+            content = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot read the config file ({exc})", path) from None
+        if not isinstance(content, dict):
+            raise UsageError("the config file must be a YAML mapping of setting: value", path)
+        return content
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLOUDMRI_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "cloudmri",
+        description="Where the workbench keeps its state (site keys, demo outputs). "
+        "Example: CLOUDMRI_DATA_DIR=/srv/cloudmri",
+    )
+    site: str = Field(
+        default="local",
+        description="Name of this site (hospital or edge node); pseudonyms are keyed per site. "
+        "Example: CLOUDMRI_SITE=charite",
+    )
+    site_key_file: Path | None = Field(
+        default=None,
+        description="File holding this site's pseudonymization key (32+ random bytes, mode 0600). "
+        "Default: DATA_DIR/keys/SITE.key, created on first use. Example: CLOUDMRI_SITE_KEY_FILE=/run/secrets/site.key",
+    )
+    mrd_schema: Path = Field(
+        default=Path("/usr/share/ismrmrd/schema/ismrmrd.xsd"),
+        description="The ISMRMRD XSD used by `cloudmri validate` (Debian package ismrmrd-schema). "
+        "Example: CLOUDMRI_MRD_SCHEMA=/opt/ismrmrd/schema/ismrmrd.xsd",
+    )
+    read_chunk_mb: int = Field(
+        default=64,
+        gt=0,
+        description="Bulk reads copy acquisitions in chunks of this many MiB, which bounds the memory "
+        "used above the k-space array itself. Example: CLOUDMRI_READ_CHUNK_MB=256",
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+
+def settings() -> Settings:
+    """The effective settings, read afresh so a changed environment takes effect."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise UsageError(f"invalid configuration: {exc}") from None
