@@ -142,6 +142,24 @@ class MRDFile:
                 f"acquisition headers cannot be read ({exc}): the file is damaged or not MRD v1", self.path
             ) from None
 
+    def stored_sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Number of float32 values stored per acquisition for samples and for trajectory, read in chunks."""
+        ds = self._acquisitions
+        if ds is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        data_sizes, traj_sizes = [], []
+        step = self.chunk_size(self.acquisition_headers(0, 64))
+        for start in range(0, ds.shape[0], step):
+            try:
+                raw = ds.fields(["data", "traj"])[start:start + step]
+            except (OSError, ValueError, TypeError) as exc:
+                raise InvalidDataError(
+                    f"acquisitions from {start} cannot be read ({exc}): the file is damaged", self.path
+                ) from None
+            data_sizes.append(np.fromiter((a.size for a in raw["data"]), np.int64, len(raw)))
+            traj_sizes.append(np.fromiter((a.size for a in raw["traj"]), np.int64, len(raw)))
+        return np.concatenate(data_sizes), np.concatenate(traj_sizes)
+
     def read_acquisitions(self, start: int = 0, stop: int | None = None) -> AcquisitionBlock:
         """Acquisitions ``[start, stop)`` with samples shaped (channels, samples); checks every size."""
         ds = self._acquisitions
@@ -189,6 +207,12 @@ class MRDFile:
             chunk = self.chunk_size(self.acquisition_headers(0, min(total, 64)))
         for start in range(0, total, chunk):
             yield self.read_acquisitions(start, start + chunk)
+
+    def copy_to(self, group: h5py.Group, skip: tuple[str, ...] = ("xml",)) -> None:
+        """Copy this file's datasets and groups (bit for bit, by HDF5) into another file's group."""
+        for name, item in self._group.items():
+            if name not in skip:
+                self._group.copy(item, group, name=name)
 
     @property
     def array_names(self) -> list[str]:

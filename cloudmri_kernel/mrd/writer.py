@@ -32,6 +32,16 @@ def _as_storable(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def write_header_dataset(group: h5py.Group, header: Header | str) -> None:
+    """Store the XML header as the C++ library expects: one ASCII variable-length string.
+
+    XML character references keep non-ASCII text (e.g. a coil name with an umlaut) intact.
+    """
+    xml = header if isinstance(header, str) else header_to_xml(header)
+    group.create_dataset("xml", (1,), dtype=h5py.string_dtype("ascii"))
+    group["xml"][0] = xml.encode("ascii", errors="xmlcharrefreplace")
+
+
 class AtomicOutput:
     """A temporary path beside ``target`` that replaces it on :meth:`commit` and vanishes on :meth:`discard`."""
 
@@ -71,12 +81,7 @@ class MRDWriter:
         self.path = self._output.target
         self._file = h5py.File(self._output.temporary, "w")
         self._group = self._file.create_group(dataset)
-        xml = header if isinstance(header, str) else header_to_xml(header)
-        # The C++ library reads only an ASCII variable-length string; XML character references keep
-        # non-ASCII text (e.g. a coil name with an umlaut) intact.
-        ascii_xml = xml.encode("ascii", errors="xmlcharrefreplace")
-        self._group.create_dataset("xml", (1,), dtype=h5py.string_dtype("ascii"))
-        self._group["xml"][0] = ascii_xml
+        write_header_dataset(self._group, header)
 
     def __enter__(self) -> MRDWriter:
         return self

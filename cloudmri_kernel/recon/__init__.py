@@ -1,0 +1,1 @@
+"""Image reconstruction. The reconstruction-engine issue adds parallel imaging, compressed sensing and NUFFT."""
