@@ -56,9 +56,9 @@ class Settings(BaseSettings):
         "Default: DATA_DIR/keys/SITE.key, created on first use. Example: CLOUDMRI_SITE_KEY_FILE=/run/secrets/site.key",
     )
     mrd_schema: Path = Field(
-        default=Path("/usr/share/ismrmrd/schema/ismrmrd.xsd"),
-        description="The ISMRMRD XSD used by `cloudmri validate` (Debian package ismrmrd-schema). "
-        "Example: CLOUDMRI_MRD_SCHEMA=/opt/ismrmrd/schema/ismrmrd.xsd",
+        default=Path(__file__).parent / "mrd" / "schema" / "ismrmrd.xsd",
+        description="The ISMRMRD XSD used by `cloudmri validate`; default: the schema of ismrmrd 1.15 shipped "
+        "with this package. Example: CLOUDMRI_MRD_SCHEMA=/usr/share/ismrmrd/schema/ismrmrd.xsd",
     )
     read_chunk_mb: int = Field(
         default=64,

@@ -1,8 +1,8 @@
 """The MRD XML header: parsing into typed objects, serializing back, and schema validation.
 
 The typed objects are the ``ismrmrd`` package's xsdata dataclasses (``ismrmrd.xsd.ismrmrdHeader``), so code
-written against ismrmrd-python reads the same fields here. Schema validation uses the reference XSD from
-Debian's ``ismrmrd-schema`` package (path configurable with ``CLOUDMRI_MRD_SCHEMA``).
+written against ismrmrd-python reads the same fields here. Schema validation uses the XSD of the same ismrmrd
+release, shipped in ``schema/`` (path configurable with ``CLOUDMRI_MRD_SCHEMA``).
 
 References:
     Inati SJ et al. ISMRM Raw data format: A proposed standard for MRI raw datasets. MRM 2017;77:411-421.
@@ -62,14 +62,11 @@ def schema_errors(xml: str | bytes) -> list[str]:
     """Validate the header text against the ISMRMRD XSD; return one message per violation.
 
     Raises:
-        UsageError: the XSD is not installed (``apt-get install ismrmrd-schema``).
+        UsageError: the configured XSD does not exist.
     """
     schema_path = settings().mrd_schema
     if not Path(schema_path).is_file():
-        raise UsageError(
-            f"the ISMRMRD schema {schema_path} is missing: install Debian's ismrmrd-schema "
-            "(./workbench setup does) or set CLOUDMRI_MRD_SCHEMA to an ismrmrd.xsd"
-        )
+        raise UsageError(f"the ISMRMRD schema {schema_path} is missing: set CLOUDMRI_MRD_SCHEMA to an ismrmrd.xsd")
     data = xml.encode("utf-8") if isinstance(xml, str) else xml
     try:
         document = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
