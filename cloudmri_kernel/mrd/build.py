@@ -102,8 +102,9 @@ def make_header(geometry: Geometry, repetitions: int = 1, contrasts: int = 1) ->
             userParameterString=[xsd.userParameterStringType(name=k, value=v)
                                  for k, v in g.user_parameters.items() if isinstance(v, str)],
         )
+    # <version> is left out: it names the C++ library's schema version, which differs between releases
+    # (1.8 writes 8 and refuses any other), and it is optional.
     return xsd.ismrmrdHeader(
-        version=1,
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
             systemVendor=g.vendor, systemModel=g.model, systemFieldStrength_T=g.field_strength_t,
             receiverChannels=g.coils, institutionName=g.institution,

@@ -2,46 +2,55 @@
 
 The object is the modified Shepp-Logan phantom with a smooth phase; it is seen through birdcage-like coil
 sensitivities, sampled on a Cartesian, golden-angle radial or spiral trajectory and disturbed by complex
-Gaussian noise that is correlated across channels. The file holds, beside the raw data:
+Gaussian noise that is correlated across channels:
 
-========================  ===========================  ==========================================================
-array                     shape (after the MRD leading  content
-                          array-number axis)
-========================  ===========================  ==========================================================
-``phantom``               (slices, y, x)               complex ground truth; the C++ tool
-                                                       ``ismrmrd_generate_cartesian_shepp_logan`` stores (y, x)
-``csm``                   (slices, coils, y, x)        coil sensitivities; the C++ tool stores (coils, y, x)
-                                                       for its single slice, here a slice axis comes first
-``mask``                  (slices, ky)                 uint8, 1 where a line was acquired (imaging or
-                                                       calibration); Cartesian only
-``noise_covariance``      (coils, coils)               the channel noise covariance the noise was drawn with
-========================  ===========================  ==========================================================
+.. math::
+
+    y_{c}(k) = \\frac{1}{\\sqrt{N_x N_y}} \\sum_{r} S_c(r)\\, m(r)\\, e^{-2\\pi i\\, k \\cdot r} + n_c(k),
+    \\qquad n \\sim \\mathcal{CN}(0, \\Psi),
+
+with r in pixels, k in cycles/pixel, :math:`N_y` the matrix and :math:`N_x` the encoded readout
+(``oversampling * matrix`` for Cartesian data, ``matrix`` otherwise). The file holds, beside the raw data,
+these NDArrays (shapes as given to ``MRDWriter.write_array``; the file adds the C++ library's leading
+array-number axis):
+
+``phantom`` (slices, y, x), complex64
+    The ground truth m. ``ismrmrd_generate_cartesian_shepp_logan`` stores (y, x) under the same name.
+``csm`` (slices, coils, y, x), complex64
+    The coil sensitivities S. The C++ tool stores (coils, y, x) for its single slice; here a slice axis
+    comes first.
+``mask`` (slices, ky), uint8
+    1 where a phase-encoding line was acquired (imaging or calibration); Cartesian data only.
+``noise_covariance`` (coils, coils), complex64
+    The channel covariance :math:`\\Psi` the noise was drawn with.
 
 Conventions:
-    * Image rows are y (pointing up, as in MATLAB's ``phantom``), columns x (the readout). Pixel (m//2, m//2)
-      is the centre of the field of view and k-space sample (ky, kx) = (m//2, nx//2) is DC.
-    * Cartesian k-space is ``fftshift(fft2(ifftshift(image), norm="ortho"))`` of each coil image zero-padded in
-      x from ``matrix`` to ``oversampling * matrix`` pixels (``(nx - matrix) // 2`` on the left), so an inverse
-      FFT followed by cropping x to the central ``matrix`` pixels gives the coil images back, and
+    * Image rows are y (pointing up, as in MATLAB's ``phantom``), columns x (the readout). Pixel
+      (m//2, m//2) is the centre of the field of view; k-space sample (ky, kx) = (m//2, nx//2) is DC.
+    * Cartesian k-space is ``fftshift(fft2(ifftshift(image), norm="ortho"))`` of each coil image zero-padded
+      in x from ``matrix`` to ``nx = oversampling * matrix`` pixels (``(nx - matrix) // 2`` on the left), so
+      an inverse FFT and cropping x to the central ``matrix`` pixels give the coil images back, and
       :math:`\\sum_c \\bar S_c I_c` gives the phantom back.
-    * Non-Cartesian data are the same unitary DFT evaluated off the grid (finufft type 2 divided by ``matrix``);
-      trajectories are in cycles/pixel in [-0.5, 0.5), stored (kx, ky) in the acquisitions' ``traj`` field.
-    * Noise: ``noise`` is the standard deviation of the complex noise, :math:`\\sqrt{E|n|^2}`, in units of the
-      phantom's peak magnitude (which is 1). With the unitary DFT this is the per-pixel noise of a fully sampled
-      Cartesian coil image. Every channel has that standard deviation; neighbouring channels are correlated
-      with coefficient :data:`NOISE_CORRELATION` ** distance. ``noise > 0`` adds :data:`NOISE_SCANS` noise
-      acquisitions (flag ``IS_NOISE_MEASUREMENT``) first in the file, drawn from the same covariance.
+    * Non-Cartesian data are the same unitary DFT off the grid (finufft type 2 divided by ``matrix``);
+      trajectories are in cycles/pixel in [-0.5, 0.5), stored as (kx, ky) in the acquisitions' ``traj``.
+    * Noise: ``noise`` is the standard deviation of the complex noise, :math:`\\sqrt{E|n|^2}`, in units of
+      the phantom's peak magnitude (which is 1). With the unitary DFT this is the per-pixel noise of a
+      fully sampled Cartesian coil image. Every channel has that standard deviation; channels d apart
+      correlate with coefficient ``NOISE_CORRELATION ** d``. ``noise > 0`` puts :data:`NOISE_SCANS` noise
+      acquisitions (flag ``IS_NOISE_MEASUREMENT``) first in the file, drawn from the same :math:`\\Psi`.
 
 References:
     Shepp LA, Logan BF. The Fourier reconstruction of a head section. IEEE Trans Nucl Sci 1974;21:21-43.
     Toft P. The Radon transform: theory and implementation. PhD thesis, DTU 1996 (modified intensities).
     Roemer PB et al. The NMR phased array. MRM 1990;16:192-225.
-    Pruessmann KP et al. Advances in sensitivity encoding with arbitrary k-space trajectories. MRM 2001;46:638-651.
+    Pruessmann KP et al. Advances in sensitivity encoding with arbitrary k-space trajectories.
+    MRM 2001;46:638-651.
     Lustig M, Donoho D, Pauly JM. Sparse MRI. MRM 2007;58:1182-1195.
     Bridson R. Fast Poisson disk sampling in arbitrary dimensions. SIGGRAPH sketches 2007.
     Winkelmann S et al. An optimal radial profile order based on the golden ratio for time-resolved MRI.
     IEEE TMI 2007;26:68-76.
-    Fessler JA, Sutton BP. Nonuniform fast Fourier transforms using min-max interpolation. IEEE TSP 2003;51:560-574.
+    Fessler JA, Sutton BP. Nonuniform fast Fourier transforms using min-max interpolation.
+    IEEE TSP 2003;51:560-574.
     Barnett AH, Magland J, af Klinteberg L. A parallel nonuniform fast Fourier transform library based on an
     "exponential of semicircle" kernel. SIAM J Sci Comput 2019;41:C479-C504.
 """
@@ -90,20 +99,22 @@ GOLDEN_ANGLE = np.pi * (np.sqrt(5.0) - 1.0) / 2.0
 #: How the readouts of a non-Cartesian trajectory are arranged, for the protocol name.
 _ORDERING = {"radial": "golden-angle", "spiral": "archimedean"}
 
-# Toft's modified Shepp-Logan: intensity, semi-axes a and b, centre x0 and y0 (units of half the FOV), rotation
-# in degrees, and the semi-axis c along z of the common 3D extension (Schabel's phantom3d), all centred at z=0
-# so that the centre slice is exactly the 2D phantom and other slices cut smaller ellipses.
+# Toft's modified Shepp-Logan: intensity in tenths, semi-axes a and b, centre x0 and y0 (units of half the
+# FOV), rotation in degrees, and the semi-axis c along z of the common 3D extension (Schabel's phantom3d), all
+# centred at z=0 so that the centre slice is exactly the 2D phantom and other slices cut smaller ellipses.
+# Intensities are summed in tenths, exactly, so the ventricles (1 - 0.8 - 0.2) are 0, not -6e-17 with a
+# flipped phase.
 _ELLIPSES = np.array([
-    [1.0, 0.69, 0.92, 0.0, 0.0, 0.0, 0.81],
-    [-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0, 0.78],
-    [-0.2, 0.11, 0.31, 0.22, 0.0, -18.0, 0.22],
-    [-0.2, 0.16, 0.41, -0.22, 0.0, 18.0, 0.28],
-    [0.1, 0.21, 0.25, 0.0, 0.35, 0.0, 0.41],
-    [0.1, 0.046, 0.046, 0.0, 0.1, 0.0, 0.05],
-    [0.1, 0.046, 0.046, 0.0, -0.1, 0.0, 0.05],
-    [0.1, 0.046, 0.023, -0.08, -0.605, 0.0, 0.05],
-    [0.1, 0.023, 0.023, 0.0, -0.606, 0.0, 0.02],
-    [0.1, 0.023, 0.046, 0.06, -0.605, 0.0, 0.02],
+    [10, 0.69, 0.92, 0.0, 0.0, 0.0, 0.81],
+    [-8, 0.6624, 0.874, 0.0, -0.0184, 0.0, 0.78],
+    [-2, 0.11, 0.31, 0.22, 0.0, -18.0, 0.22],
+    [-2, 0.16, 0.41, -0.22, 0.0, 18.0, 0.28],
+    [1, 0.21, 0.25, 0.0, 0.35, 0.0, 0.41],
+    [1, 0.046, 0.046, 0.0, 0.1, 0.0, 0.05],
+    [1, 0.046, 0.046, 0.0, -0.1, 0.0, 0.05],
+    [1, 0.046, 0.023, -0.08, -0.605, 0.0, 0.05],
+    [1, 0.023, 0.023, 0.0, -0.606, 0.0, 0.02],
+    [1, 0.023, 0.046, 0.06, -0.605, 0.0, 0.02],
 ])
 
 
@@ -116,8 +127,8 @@ class PhantomSpec:
         coils: receive channels, 1 to 64.
         accel: undersampling factor. Cartesian: the pattern samples ``matrix / accel`` phase-encoding lines
             (the calibration lines come on top, so the net acceleration is lower, as on scanners). Radial:
-            ``round(matrix * pi / 2 / accel)`` spokes. Spiral: ``round(matrix / 16 / accel)`` interleaves (at
-            least one) of a trajectory that ``matrix / 16`` interleaves sample at Nyquist.
+            ``round(matrix * pi / 2 / accel)`` spokes. Spiral: ``round(matrix / 16)`` interleaves sample at
+            Nyquist; accel divides their number (rounded, at least one).
         calib: fully sampled central lines (ACS) for ``accel > 1``, 0 for none; Cartesian only (radial and
             spiral sample the centre densely anyway).
         pattern: Cartesian line selection, the same for every slice. ``uniform``: every accel-th line with
@@ -183,7 +194,7 @@ def _grid(matrix: int) -> tuple[np.ndarray, np.ndarray]:
 def _shepp_logan(matrix: int, z: float) -> np.ndarray:
     """Real modified Shepp-Logan cross-section at height ``z`` (units of half the FOV)."""
     x, y = _grid(matrix)
-    image = np.zeros((matrix, matrix))
+    tenths = np.zeros((matrix, matrix))
     for value, a, b, x0, y0, degrees, c in _ELLIPSES:
         if abs(z) >= c:
             continue
@@ -191,8 +202,8 @@ def _shepp_logan(matrix: int, z: float) -> np.ndarray:
         cos, sin = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
         xr = (x - x0) * cos + (y - y0) * sin
         yr = (y - y0) * cos - (x - x0) * sin
-        image[(xr / (a * shrink)) ** 2 + (yr / (b * shrink)) ** 2 <= 1.0] += value
-    return image
+        tenths[(xr / (a * shrink)) ** 2 + (yr / (b * shrink)) ** 2 <= 1.0] += value
+    return tenths / 10
 
 
 def _smooth_phase(matrix: int, z: float) -> np.ndarray:
@@ -449,8 +460,7 @@ def simulate_phantom(spec: PhantomSpec) -> RawContent:
         vendor="CloudMRI",
         model="phantom",
         protocol=f"phantom {spec.trajectory} {_ORDERING.get(spec.trajectory, spec.pattern)} R{spec.accel}",
-        user_parameters={"phantom_seed": spec.seed, "phantom_noise": float(spec.noise),
-                         "phantom_pattern": spec.pattern},
+        user_parameters={"phantom_seed": spec.seed, "phantom_noise": float(spec.noise)},
     )
     header = make_header(geometry)
     if not cartesian:
