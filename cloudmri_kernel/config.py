@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         "with this package. Example: CLOUDMRI_MRD_SCHEMA=/usr/share/ismrmrd/schema/ismrmrd.xsd",
     )
     read_chunk_mb: int = Field(
-        default=64,
+        default=16,
         gt=0,
         description="Bulk reads copy acquisitions in chunks of this many MiB, which bounds the memory "
         "used above the k-space array itself. Example: CLOUDMRI_READ_CHUNK_MB=256",

@@ -46,20 +46,99 @@ class SortedKSpace:
         return self.dims.index(name)
 
 
-def _size_and_offset(limit, matrix: int, counters: np.ndarray) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Plan:
+    """Shape of the output and where each counter lands."""
+
+    outer_sizes: tuple[int, ...]  # one per OUTER_DIMS entry
+    keep: tuple[bool, ...]  # which OUTER_DIMS become axes
+    coils: int
+    nz: int
+    ny: int
+    nx: int
+    offset_z: int
+    offset_y: int
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return tuple(d for d, k in zip(OUTER_DIMS, self.keep, strict=True) if k) + ("coil", "kz", "ky", "kx")
+
+    @property
+    def outer_shape(self) -> tuple[int, ...]:
+        return tuple(n for n, k in zip(self.outer_sizes, self.keep, strict=True) if k)
+
+
+class _OutsidePlan(Exception):
+    """An acquisition does not fit a plan made from the header: plan again from the data."""
+
+
+def _size_and_offset(limit, matrix: int, highest: int, lowest: int) -> tuple[int, int]:
     """Axis length and the shift that puts the header's centre at length//2."""
-    size = max(int(matrix), int(counters.max()) + 1 if counters.size else 1)
+    size = max(int(matrix), highest + 1)
     center = int(limit.center) if limit is not None and limit.center is not None else size // 2
     offset = size // 2 - center if 0 < center < size else 0
-    if counters.size and (counters.min() + offset < 0 or counters.max() + offset >= size):
+    if lowest + offset < 0 or highest + offset >= size:
         offset = 0
     return size, offset
+
+
+def _make_plan(enc, highest: dict[str, int], lowest: dict[str, int], coils: int, samples: int,
+               squeeze: bool) -> _Plan:
+    limits = enc.encodingLimits
+    ny, oy = _size_and_offset(limits.kspace_encoding_step_1 if limits else None, enc.encodedSpace.matrixSize.y,
+                              highest["kspace_encode_step_1"], lowest["kspace_encode_step_1"])
+    nz, oz = _size_and_offset(limits.kspace_encoding_step_2 if limits else None, enc.encodedSpace.matrixSize.z,
+                              highest["kspace_encode_step_2"], lowest["kspace_encode_step_2"])
+    outer = tuple(highest[d] + 1 for d in OUTER_DIMS)
+    keep = tuple(d == "slice" or n > 1 or not squeeze for d, n in zip(OUTER_DIMS, outer, strict=True))
+    return _Plan(outer, keep, coils, nz, ny, max(int(enc.encodedSpace.matrixSize.x), samples), oz, oy)
+
+
+_LIMIT_NAMES = {"kspace_encode_step_1": "kspace_encoding_step_1", "kspace_encode_step_2": "kspace_encoding_step_2",
+                **{d: d for d in OUTER_DIMS}}
+
+
+def _plan_from_header(header, enc, squeeze: bool) -> _Plan | None:
+    """The plan the header announces, or None when it leaves a counter's limits or the coil count open."""
+    limits = enc.encodingLimits
+    system = header.acquisitionSystemInformation
+    if limits is None or system is None or not system.receiverChannels:
+        return None
+    highest, lowest = {}, {}
+    for counter, name in _LIMIT_NAMES.items():
+        limit = getattr(limits, name)
+        if limit is None or limit.maximum is None:
+            if counter not in ("kspace_encode_step_1", "kspace_encode_step_2"):
+                return None
+            limit_max = (enc.encodedSpace.matrixSize.y if counter.endswith("1") else enc.encodedSpace.matrixSize.z)
+            highest[counter], lowest[counter] = int(limit_max) - 1, 0
+        else:
+            highest[counter], lowest[counter] = int(limit.maximum), int(limit.minimum or 0)
+    return _make_plan(enc, highest, lowest, int(system.receiverChannels), 0, squeeze)
+
+
+def _plan_from_data(mrd: MRDFile, enc, encoding: int, squeeze: bool) -> _Plan:
+    heads = mrd.acquisition_headers()
+    lines = _imaging_lines(heads, encoding)
+    if not lines.any():
+        raise InvalidDataError(f"no imaging acquisitions in encoding space {encoding}", mrd.path)
+    idx = heads["idx"][lines]
+    highest = {c: int(idx[c].max()) for c in _LIMIT_NAMES}
+    lowest = {c: int(idx[c].min()) for c in _LIMIT_NAMES}
+    return _make_plan(enc, highest, lowest, int(heads["active_channels"][lines].max()),
+                      int(heads["number_of_samples"][lines].max()), squeeze)
+
+
+def _imaging_lines(heads: np.ndarray, encoding: int) -> np.ndarray:
+    return (heads["encoding_space_ref"] == encoding) & ((heads["flags"].astype(np.uint64) & _SKIPPED) == 0)
 
 
 def read_cartesian(mrd: MRDFile, encoding: int = 0, squeeze: bool = True) -> SortedKSpace:
     """Read all acquisitions of one encoding space into a sorted Cartesian k-space array.
 
-    The array is allocated once and filled chunk by chunk, so memory stays close to the array's own size.
+    The array is allocated once from the header's encoding limits and filled in one pass over the file, chunk by
+    chunk, so memory stays close to the array's own size. When the header's limits are missing or wrong, the
+    acquisition headers are read first to size the array.
 
     Args:
         mrd: an open file.
@@ -69,64 +148,65 @@ def read_cartesian(mrd: MRDFile, encoding: int = 0, squeeze: bool = True) -> Sor
     header = mrd.header
     if encoding >= len(header.encoding):
         raise InvalidDataError(f"the header has {len(header.encoding)} encoding(s), not {encoding + 1}", mrd.path)
-    enc = header.encoding[encoding]
-    heads = mrd.acquisition_headers()
-    if len(heads) == 0:
+    if mrd.number_of_acquisitions == 0:
         raise InvalidDataError("the file holds no acquisitions", mrd.path)
-    flags = heads["flags"].astype(np.uint64)
-    is_noise = has_flag(flags, "IS_NOISE_MEASUREMENT")
-    in_space = heads["encoding_space_ref"] == encoding
-    data_lines = in_space & ((flags & _SKIPPED) == 0)
-    if not data_lines.any():
-        raise InvalidDataError(f"no imaging acquisitions in encoding space {encoding}", mrd.path)
-    calib_only = has_flag(flags, "IS_PARALLEL_CALIBRATION")
-    calib_any = calib_only | has_flag(flags, "IS_PARALLEL_CALIBRATION_AND_IMAGING")
+    enc = header.encoding[encoding]
+    plan = _plan_from_header(header, enc, squeeze)
+    if plan is not None:
+        try:
+            return _fill(mrd, plan, encoding)
+        except _OutsidePlan:
+            pass
+    return _fill(mrd, _plan_from_data(mrd, enc, encoding, squeeze), encoding)
 
-    idx = heads["idx"]
-    limits = enc.encodingLimits
-    ny, oy = _size_and_offset(limits.kspace_encoding_step_1, enc.encodedSpace.matrixSize.y,
-                              idx["kspace_encode_step_1"][data_lines])
-    nz, oz = _size_and_offset(limits.kspace_encoding_step_2, enc.encodedSpace.matrixSize.z,
-                              idx["kspace_encode_step_2"][data_lines])
-    samples = heads["number_of_samples"][data_lines]
-    nx = max(int(enc.encodedSpace.matrixSize.x), int(samples.max()))
-    coils = int(heads["active_channels"][data_lines].max())
-    outer_sizes = [int(idx[d][data_lines].max()) + 1 for d in OUTER_DIMS]
-    keep = [d == "slice" or n > 1 or not squeeze for d, n in zip(OUTER_DIMS, outer_sizes, strict=True)]
-    dims = tuple(d for d, k in zip(OUTER_DIMS, keep, strict=True) if k) + ("coil", "kz", "ky", "kx")
-    outer_shape = tuple(n for n, k in zip(outer_sizes, keep, strict=True) if k)
 
-    kspace = np.zeros((*outer_shape, coils, nz, ny, nx), np.complex64)
-    mask = np.zeros((*outer_shape, nz, ny), bool)
-    calibration = np.zeros_like(kspace) if calib_any[data_lines].any() else None
+def _fill(mrd: MRDFile, plan: _Plan, encoding: int) -> SortedKSpace:
+    kspace = np.zeros((*plan.outer_shape, plan.coils, plan.nz, plan.ny, plan.nx), np.complex64)
+    mask = np.zeros((*plan.outer_shape, plan.nz, plan.ny), bool)
+    calibration: np.ndarray | None = None
     noise_parts: list[np.ndarray] = []
-
-    for block in mrd.iter_acquisitions(mrd.chunk_size(heads)):
-        rows = np.arange(block.start, block.start + len(block))
-        for local, row in enumerate(rows):
-            if is_noise[row]:
-                noise_parts.append(block.data[local])
-        for local in np.flatnonzero(data_lines[rows]):
-            row = rows[local]
-            head = heads[row]
-            line = block.data[local]
-            if has_flag(flags[row], "IS_REVERSE"):
-                line = line[:, ::-1]
+    imaging_seen = False
+    kept = [d for d, k in zip(OUTER_DIMS, plan.keep, strict=True) if k]
+    dropped = [d for d, k in zip(OUTER_DIMS, plan.keep, strict=True) if not k]
+    for block in mrd.iter_acquisitions():
+        heads = block.headers
+        flags = heads["flags"].astype(np.uint64)
+        for local in np.flatnonzero(has_flag(flags, "IS_NOISE_MEASUREMENT")):
+            noise_parts.append(block.data[local])
+        lines = np.flatnonzero(_imaging_lines(heads, encoding))
+        calib_only = has_flag(flags, "IS_PARALLEL_CALIBRATION")
+        calib_any = calib_only | has_flag(flags, "IS_PARALLEL_CALIBRATION_AND_IMAGING")
+        reverse = has_flag(flags, "IS_REVERSE")
+        for local in lines:
+            head, line, row = heads[local], block.data[local], block.start + local
+            idx = head["idx"]
+            if line.shape[0] != plan.coils or any(idx[d] for d in dropped):
+                raise _OutsidePlan
+            outer = tuple(int(idx[d]) for d in kept)
+            z = int(idx["kspace_encode_step_2"]) + plan.offset_z
+            y = int(idx["kspace_encode_step_1"]) + plan.offset_y
+            if any(o >= n for o, n in zip(outer, plan.outer_shape, strict=True)) or z >= plan.nz or y >= plan.ny:
+                raise _OutsidePlan
             n = line.shape[1]
-            start = nx // 2 - int(head["center_sample"]) if n < nx else 0
-            if start < 0 or start + n > nx:
+            start = plan.nx // 2 - int(head["center_sample"]) if n < plan.nx else 0
+            if n > plan.nx:
+                raise _OutsidePlan
+            if start < 0 or start + n > plan.nx:
                 raise InvalidDataError(
                     f"acquisition {row} has {n} samples centred at {head['center_sample']}, which does not fit "
-                    f"the encoded matrix of {nx}", mrd.path)
-            outer = tuple(int(head["idx"][d]) for d, k in zip(OUTER_DIMS, keep, strict=True) if k)
-            z = int(head["idx"]["kspace_encode_step_2"]) + oz
-            y = int(head["idx"]["kspace_encode_step_1"]) + oy
-            if line.shape[0] != coils:
-                raise InvalidDataError(f"acquisition {row} has {line.shape[0]} channels, others {coils}", mrd.path)
-            if calib_any[row] and calibration is not None:
-                calibration[(*outer, slice(None), z, y, slice(start, start + n))] = line
-            if not calib_only[row]:
-                kspace[(*outer, slice(None), z, y, slice(start, start + n))] = line
+                    f"the encoded matrix of {plan.nx}", mrd.path)
+            if reverse[local]:
+                line = line[:, ::-1]
+            where = (*outer, slice(None), z, y, slice(start, start + n))
+            if calib_any[local]:
+                if calibration is None:
+                    calibration = np.zeros_like(kspace)
+                calibration[where] = line
+            if not calib_only[local]:
+                kspace[where] = line
                 mask[(*outer, z, y)] = True
+                imaging_seen = True
+    if not imaging_seen:
+        raise InvalidDataError(f"no imaging acquisitions in encoding space {encoding}", mrd.path)
     noise = np.concatenate(noise_parts, axis=1) if noise_parts else None
-    return SortedKSpace(kspace, mask, calibration, noise, dims)
+    return SortedKSpace(kspace, mask, calibration, noise, plan.dims)
