@@ -398,11 +398,9 @@ def _make_header(hdr: dict, readouts: list, path: Path) -> xsd.ismrmrdHeader:
         receiverChannels=receiver_channels,
         coilLabel=_coil_labels(hdr),
         institutionName=_get(dicom, "InstitutionName"),
-        # deviceSerialNumber is newer than the MRD schema the C++ tools (and validation) use.
-        deviceID=_integer_text(_get(dicom, "DeviceSerialNumber")),
+        deviceSerialNumber=_integer_text(_get(dicom, "DeviceSerialNumber")),
     )
     return xsd.ismrmrdHeader(
-        version=1,
         subjectInformation=_subject(dicom, config),
         measurementInformation=_measurement_information(hdr, readouts),
         acquisitionSystemInformation=system,
