@@ -81,7 +81,8 @@ def test_raw_data_is_copied_bit_for_bit(cpp_phantom, tmp_path):
     first = MRDFile(source).read_acquisitions()
     second = MRDFile(tmp_path / "out.h5").read_acquisitions()
     assert len(first) == len(second) == 81
-    assert all(np.array_equal(x.view(np.uint32), y.view(np.uint32)) for x, y in zip(first.data, second.data, strict=True))
+    pairs = zip(first.data, second.data, strict=True)
+    assert all(np.array_equal(x.view(np.uint32), y.view(np.uint32)) for x, y in pairs)
 
 
 def test_pseudonyms_link_within_a_site_and_not_across(cpp_phantom, tmp_path):
