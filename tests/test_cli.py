@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -183,3 +184,25 @@ def test_package_entry_point_is_installed():
     script = Path(sys.executable).parent / "cloudmri"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "cloudmri 0.1.0"
+
+
+def test_invalid_mrd_files_through_the_cli(cpp_phantom, tmp_path):
+    bad_schema = tmp_path / "schema.h5"
+    shutil.copy(cpp_phantom, bad_schema)
+    with h5py.File(bad_schema, "r+") as f:
+        xml = f["dataset/xml"][0].decode().replace("<trajectory>cartesian", "<trajectory>zigzag")
+        del f["dataset/xml"]
+        f["dataset"].create_dataset("xml", (1,), dtype=h5py.string_dtype("ascii"))
+        f["dataset/xml"][0] = xml.encode()
+    bad_sizes = tmp_path / "sizes.h5"
+    shutil.copy(cpp_phantom, bad_sizes)
+    with h5py.File(bad_sizes, "r+") as f:
+        record = f["dataset/data"][9]
+        record["head"]["active_channels"] = 2
+        f["dataset/data"][9] = record
+    for path, finding in ((bad_schema, "zigzag"), (bad_sizes, "(acquisitions 9)")):
+        result = run("validate", path)
+        assert result.returncode == 1 and finding in " ".join(result.stdout.split()) and "INVALID" in result.stdout
+        result = run("ingest", path, "-o", tmp_path / "out.h5")
+        assert result.returncode == 1 and "is not valid MRD" in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out.h5").exists()
