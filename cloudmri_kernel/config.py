@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         "used above the k-space array itself. Example: CLOUDMRI_READ_CHUNK_MB=256",
     )
 
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Address of a running Dask scheduler for reconstruction work; default: a LocalCluster "
+        "started per job. Example: CLOUDMRI_DASK_SCHEDULER=tcp://10.0.0.5:8786",
+    )
+    dask_gateway: str | None = Field(
+        default=None,
+        description="URL of a Dask-Gateway server (the Kubernetes form); needs the dask-gateway package. "
+        "Example: CLOUDMRI_DASK_GATEWAY=https://hub.example.org/services/dask-gateway",
+    )
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):

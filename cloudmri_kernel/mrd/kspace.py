@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from ismrmrd.hdf5 import acquisition_header_dtype
 
 from cloudmri_kernel.errors import InvalidDataError
 from cloudmri_kernel.mrd.reader import MRDFile, flag_mask, has_flag
@@ -34,6 +35,8 @@ class SortedKSpace:
         calibration: complex64 like ``kspace`` holding every line flagged for calibration, or None.
         noise: complex64 (coil, samples) from the noise scans, or None.
         dims: axis names of ``kspace``.
+        headers: acquisition headers shaped like the loop-counter axes: for each image, the first imaging
+            acquisition that went into it (its position, orientation and counters describe the image).
     """
 
     kspace: np.ndarray
@@ -41,6 +44,7 @@ class SortedKSpace:
     calibration: np.ndarray | None
     noise: np.ndarray | None
     dims: tuple[str, ...]
+    headers: np.ndarray
 
     def axis(self, name: str) -> int:
         return self.dims.index(name)
@@ -163,6 +167,8 @@ def read_cartesian(mrd: MRDFile, encoding: int = 0, squeeze: bool = True) -> Sor
 def _fill(mrd: MRDFile, plan: _Plan, encoding: int) -> SortedKSpace:
     kspace = np.zeros((*plan.outer_shape, plan.coils, plan.nz, plan.ny, plan.nx), np.complex64)
     mask = np.zeros((*plan.outer_shape, plan.nz, plan.ny), bool)
+    headers = np.zeros(plan.outer_shape, acquisition_header_dtype)
+    described = np.zeros(plan.outer_shape, bool)
     calibration: np.ndarray | None = None
     noise_parts: list[np.ndarray] = []
     imaging_seen = False
@@ -197,6 +203,8 @@ def _fill(mrd: MRDFile, plan: _Plan, encoding: int) -> SortedKSpace:
                     f"the encoded matrix of {plan.nx}", mrd.path)
             if reverse[local]:
                 line = line[:, ::-1]
+            if not described[outer]:
+                headers[outer], described[outer] = head, True
             where = (*outer, slice(None), z, y, slice(start, start + n))
             if calib_any[local]:
                 if calibration is None:
@@ -209,4 +217,4 @@ def _fill(mrd: MRDFile, plan: _Plan, encoding: int) -> SortedKSpace:
     if not imaging_seen:
         raise InvalidDataError(f"no imaging acquisitions in encoding space {encoding}", mrd.path)
     noise = np.concatenate(noise_parts, axis=1) if noise_parts else None
-    return SortedKSpace(kspace, mask, calibration, noise, plan.dims)
+    return SortedKSpace(kspace, mask, calibration, noise, plan.dims, headers)

@@ -1,0 +1,1 @@
+"""Compute: running reconstruction tasks on a Dask cluster (a LocalCluster by default)."""
