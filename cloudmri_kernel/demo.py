@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from cloudmri_kernel.export.png import save_png
 from cloudmri_kernel.mrd.images import image_headers
 from cloudmri_kernel.mrd.ingest import ingest
 from cloudmri_kernel.mrd.kspace import read_cartesian
@@ -29,12 +29,6 @@ class DemoResult:
     images: Path
     png: Path
     nrmse: float
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Magnitude image to 8-bit PNG, windowed to the 99.5th percentile."""
-    top = float(np.percentile(image, 99.5)) or 1.0
-    Image.fromarray((np.clip(image / top, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
 def run_demo(out_dir: Path, matrix: int = 256, coils: int = 8,
