@@ -255,6 +255,98 @@ def demo(
     out.print(f"NRMSE against the ground truth: {result.nrmse:.4f}", highlight=False)
 
 
+class Method(StrEnum):
+    ifft = "ifft"
+    grappa = "grappa"
+    sense = "sense"
+    cs_wavelet = "cs-wavelet"
+    cs_tv = "cs-tv"
+    nufft = "nufft"
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ExportFormat(StrEnum):
+    dicom = "dicom"
+    nifti = "nifti"
+    png = "png"
+
+
+@app.command()
+@reports_errors
+def recon(
+    src: Annotated[Path, typer.Argument(help="MRD raw file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="MRD image file to write.")],
+    method: Annotated[Method | None, typer.Option(help="Method; default: chosen from the header.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="YAML/JSON recipe (method and parameters).")] = None,
+    lamda: Annotated[float | None, typer.Option("--lambda", help="Regularization weight of the method.")] = None,
+    device: Annotated[Device | None, typer.Option(help="Where the torch parts run.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Dask workers (default: in this process).", min=1)] = None,
+    export_format: Annotated[ExportFormat | None, typer.Option("--export", help="Also export the images.")] = None,
+    export_dir: Annotated[Path | None, typer.Argument(help="Directory for --export.")] = None,
+) -> None:
+    """Reconstruct an MRD raw file into MRD images (recipe stored with them); optionally export them."""
+    from cloudmri_kernel.errors import UsageError
+    from cloudmri_kernel.mrd.reader import MRDFile
+    from cloudmri_kernel.recon.engine import reconstruct_file
+    from cloudmri_kernel.recon.output import export, write_recon
+    from cloudmri_kernel.recon.recipe import default_recipe, load_recipe, parse_recipe
+
+    if export_format is not None and export_dir is None:
+        raise UsageError("--export needs a directory: cloudmri recon IN -o OUT --export png DIR")
+    overrides = {k: v for k, v in (("method", method and method.value), ("lamda", lamda),
+                                   ("device", device and device.value)) if v is not None}
+    if recipe is not None:
+        chosen = load_recipe(recipe, overrides)
+    elif overrides:
+        with MRDFile(src) as mrd:
+            base = default_recipe(mrd.header).model_dump()
+        if "method" in overrides and overrides["method"] != base["method"]:
+            base = {}
+        chosen = parse_recipe({**base, **overrides})
+    else:
+        chosen = None
+    with _progress() as bar:
+        task = bar.add_task(f"reconstructing {src.name}", total=None)
+
+        def report(done: int, total: int, link: str | None) -> None:
+            bar.update(task, completed=done, total=total,
+                       description=f"reconstructing {src.name}" + (f" (dashboard {link})" if link else ""))
+
+        result = reconstruct_file(src, chosen, workers=workers, progress=report)
+    write_recon(result, output, src)
+    *_, ny, nx = result.images.shape
+    out.print(f"wrote {output} ({result.recipe.method}, {result.images.size // (ny * nx)} image(s) of {nx}x{ny})",
+              highlight=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if export_format is not None:
+        paths = export(output, export_format.value, export_dir)
+        out.print(f"exported {len(paths)} {export_format.value} file(s) to {export_dir}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def quality(
+    reference: Annotated[Path, typer.Argument(help="Reference: MRD images, or a phantom raw file (ground truth).")],
+    tests: Annotated[list[Path], typer.Argument(help="MRD image files to compare with the reference.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """SSIM, PSNR and NMSE (fastMRI definitions) of reconstructions against a reference, as a table."""
+    from cloudmri_kernel.quality import compare, format_table, to_dict
+    from cloudmri_kernel.quality.volumes import load_volume
+
+    ref = load_volume(reference)
+    rows = compare(ref, {path.stem: load_volume(path, like=ref) for path in tests})
+    if as_json:
+        sys.stdout.write(json.dumps(to_dict(rows), indent=2) + "\n")
+    else:
+        out.print(format_table(rows), highlight=False)
+
+
 @config_app.command("show")
 @reports_errors
 def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:

@@ -206,3 +206,46 @@ def test_invalid_mrd_files_through_the_cli(cpp_phantom, tmp_path):
         result = run("ingest", path, "-o", tmp_path / "out.h5")
         assert result.returncode == 1 and "is not valid MRD" in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "out.h5").exists()
+
+
+def test_recon_quality_and_exports(tmp_path):
+    raw = tmp_path / "ph.h5"
+    assert run("phantom", "-o", raw, "--matrix", "64", "--coils", "4", "--accel", "2", "--calib", "16",
+               "--slices", "2", "--noise", "0.002").returncode == 0
+    result = run("recon", raw, "-o", tmp_path / "grappa.h5", "--export", "dicom", tmp_path / "dicom")
+    assert result.returncode == 0, result.stderr
+    assert "(grappa, 2 image(s) of 64x64)" in result.stdout and "exported 2 dicom file(s)" in result.stdout
+    assert len(list((tmp_path / "dicom").glob("*.dcm"))) == 2
+    recipe = tmp_path / "sense.yaml"
+    recipe.write_text("method: sense\nmax_iter: 15\nmaps: lowres\n")
+    result = run("recon", raw, "-o", tmp_path / "sense.h5", "--recipe", recipe, "--lambda", "0.001",
+                 "--export", "nifti", tmp_path / "nifti")
+    assert result.returncode == 0, result.stderr
+    headers, images, attributes = MRDFile(tmp_path / "sense.h5").read_images("images")
+    stored = json.loads(attributes[0])
+    assert stored["recipe"]["method"] == "sense" and stored["recipe"]["lamda"] == 0.001
+    assert stored["recipe"]["max_iter"] == 15 and len(stored["source_sha256"]) == 64
+    assert images.shape == (2, 1, 1, 64, 64) and headers["slice"].tolist() == [0, 1]
+    assert (tmp_path / "nifti" / "sense.nii.gz").exists()
+    assert run("recon", raw, "-o", tmp_path / "zf.h5", "--method", "ifft", "--export", "png",
+               tmp_path / "png").returncode == 0
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2
+    table = run("quality", raw, tmp_path / "grappa.h5", tmp_path / "zf.h5", "--json")
+    rows = {row["method"]: row for row in json.loads(table.stdout)}
+    assert rows["grappa"]["nmse"] < rows["zf"]["nmse"] and rows["grappa"]["ssim"] > rows["zf"]["ssim"]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["recon", "ph.h5", "-o", "x.h5", "--method", "nufft"], 2, "this file is Cartesian: use --method ifft"),
+    (["recon", "ph.h5", "-o", "x.h5", "--recipe", "bad.yaml"], 2, "sense.lamdaa: Extra inputs are not permitted"),
+    (["recon", "ph.h5", "-o", "x.h5", "--export", "png"], 2, "--export needs a directory"),
+    (["quality", "ph.h5", "notes.h5"], 1, "notes.h5: cannot be opened as MRD"),
+])
+def test_recon_errors_are_one_line(tmp_path, args, code, message):
+    run("phantom", "-o", tmp_path / "ph.h5", "--matrix", "32", "--coils", "2")
+    (tmp_path / "bad.yaml").write_text("method: sense\nlamdaa: 1\n")
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.h5").exists()

@@ -28,7 +28,10 @@ class _RecipeBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the torch parts run.")
-    prewhiten: bool = Field(True, description="Decorrelate coils with the noise scans when the file has them.")
+    prewhiten: bool = Field(
+        False, description="Decorrelate coils with the noise scans when the file has them. SNR-optimal for "
+        "correlated coil noise, but it reweights coil sensitivities, so image intensity no longer matches an "
+        "unwhitened ground truth; off by default, as in BART and SigPy.")
 
 
 class IfftRecipe(_RecipeBase):
