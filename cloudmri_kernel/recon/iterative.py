@@ -13,6 +13,12 @@ Regularization weights (λ) follow sigpy: the objectives are written out in each
 data (no hidden rescaling), so a λ moves between the two unchanged. BART's ``pics`` instead divides the
 k-space by a scale estimated from the zero-filled image before solving; ``normalize=True`` does the same here
 (and multiplies the image back, like ``pics -S``), so λ then plays the role of ``pics -r``.
+
+Where every coil map vanishes (outside an ESPIRiT support, say) the model observes nothing, so the data do not
+determine the image there. CG-SENSE keeps zero there by itself (its iterates stay in the range of
+:math:`A^H`); the sparsity penalties would instead extrapolate the object into that region, so the
+compressed-sensing images are set to zero there after solving. With maps that cover the whole field of view
+nothing changes.
 """
 
 from __future__ import annotations
@@ -107,9 +113,13 @@ def _bart_scale(kspace: torch.Tensor) -> float:
     return scale if scale > 0 else 1.0
 
 
-def _result(solved: SolverResult, scale: float = 1.0) -> ReconResult:
-    image = (solved.x * scale).detach().cpu().numpy().astype(np.complex64)
-    return ReconResult(image, solved.iterations, solved.converged, solved.residuals)
+def _result(solved: SolverResult, scale: float = 1.0, maps: torch.Tensor | None = None) -> ReconResult:
+    """The solver's image as numpy, scaled back, and zero where all ``maps`` vanish (see the module)."""
+    image = solved.x * scale
+    if maps is not None:
+        image = image * (maps.abs() ** 2).sum(dim=0).gt(0)
+    return ReconResult(image.detach().cpu().numpy().astype(np.complex64), solved.iterations, solved.converged,
+                       solved.residuals)
 
 
 def reconstruct_sense(kspace, maps, mask=None, lamda: float = 0.0, max_iter: int = 30, tol: float = 1e-6,
@@ -168,7 +178,7 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
 
         \\hat x = \\arg\\min_x \\tfrac12 \\|M F S x - y\\|_2^2 + \\lambda \\|\\Psi x\\|_1
 
-    the objective of ``sigpy.mri.app.L1WaveletRecon``. Ψ is an orthonormal 2D DWT
+    the objective of ``sigpy.mri.app.L1WaveletRecon``. Ψ is an orthonormal, periodized 2D DWT
     (:class:`~cloudmri_kernel.recon.operators.Wavelet`), so the proximal step
     :math:`\\Psi^H \\mathrm{soft}(\\Psi v, t\\lambda)` is exact; all coefficients, the approximation included,
     are thresholded, as in sigpy. Step :math:`t = 1/L` with :math:`L = \\|A^HA\\|` from 30 power iterations.
@@ -196,7 +206,7 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
     scale = _bart_scale(y) if normalize else 1.0
     model = SenseOperator(maps, mask)
     normal = model.normal()
-    transform = Wavelet(model.ishape, wavelet, level)
+    transform = Wavelet(model.ishape, wavelet, level, device=maps.device)
 
     def prox(v: torch.Tensor, step: float) -> tuple[torch.Tensor, float]:
         coefficients, l1 = _soft_threshold(transform(v), lamda * step)
@@ -206,7 +216,7 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
     if lipschitz == 0:
         raise InvalidDataError("the forward model is zero: the coil maps are all zero")
     solved = fista(normal, model.H(y / scale), prox, 1.0 / lipschitz, max_iter=max_iter, tol=tol)
-    return _result(solved, scale)
+    return _result(solved, scale, maps)
 
 
 def reconstruct_cs_tv(kspace, maps, mask=None, lamda: float = 0.005, max_iter: int = 100, tol: float = 1e-6,
@@ -249,7 +259,7 @@ def reconstruct_cs_tv(kspace, maps, mask=None, lamda: float = 0.005, max_iter: i
         raise InvalidDataError("the forward model is zero: the coil maps are all zero")
     solved = primal_dual_l1(normal, model.H(y / scale), FiniteDifference(model.ishape), lamda, lipschitz,
                             _FINITE_DIFFERENCE_NORM2, max_iter=max_iter, tol=tol)
-    return _result(solved, scale)
+    return _result(solved, scale, maps)
 
 
 def _non_cartesian_inputs(samples, traj, image_shape, maps, device) -> tuple[torch.Tensor, torch.Tensor,
