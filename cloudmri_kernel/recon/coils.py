@@ -20,44 +20,16 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
-
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def to_tensor(values: ArrayLike, device: str | torch.device | None = None) -> torch.Tensor:
-    """``values`` as a tensor on ``device`` (None: where a tensor is, the CPU for NumPy), sharing memory if it can.
-
-    Callers never modify the result in place: it may be the caller's own array.
-    """
-    if isinstance(values, torch.Tensor):
-        return values if device is None else values.to(device)
-    return torch.from_numpy(np.ascontiguousarray(values)).to("cpu" if device is None else device)
-
-
-def like_input(result: torch.Tensor, template: ArrayLike) -> ArrayLike:
-    """``result`` as NumPy (on the CPU) when ``template`` was NumPy, else as the tensor it is."""
-    return result if isinstance(template, torch.Tensor) else result.cpu().numpy()
+from cloudmri_kernel.recon.fft import centered_ifft_torch
+from cloudmri_kernel.recon.tensors import ArrayLike, like_input, to_tensor
 
 
 def _complex(values: torch.Tensor) -> torch.Tensor:
     """Complex view of the values: complex input keeps its precision, real input becomes complex64."""
     return values if values.is_complex() else values.to(torch.complex64)
-
-
-def centered_ifft_torch(kspace: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
-    """Torch twin of :func:`cloudmri_kernel.recon.fft.centered_ifft` (orthonormal, centre at N//2)."""
-    shifted = torch.fft.ifftshift(kspace, dim=dim)
-    return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=dim, norm="ortho"), dim=dim)
-
-
-def centered_fft_torch(image: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
-    """Torch twin of :func:`cloudmri_kernel.recon.fft.centered_fft`."""
-    shifted = torch.fft.ifftshift(image, dim=dim)
-    return torch.fft.fftshift(torch.fft.fftn(shifted, dim=dim, norm="ortho"), dim=dim)
 
 
 def rss(coil_images: ArrayLike, axis: int = 0) -> ArrayLike:

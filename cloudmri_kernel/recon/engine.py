@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cloudmri_kernel.compute.cluster import run_tasks
 from cloudmri_kernel.errors import InvalidDataError, UsageError
@@ -24,7 +25,7 @@ from cloudmri_kernel.recon import coils as coil_tools
 from cloudmri_kernel.recon import iterative
 from cloudmri_kernel.recon.fft import centered_ifft, crop_center
 from cloudmri_kernel.recon.grappa import calibration_region, reconstruct_grappa
-from cloudmri_kernel.recon.operators import NUFFT, pipe_menon_dcf, remove_readout_oversampling, to_tensor
+from cloudmri_kernel.recon.operators import NUFFT, pipe_menon_dcf, remove_readout_oversampling
 from cloudmri_kernel.recon.partial_fourier import homodyne, pocs
 from cloudmri_kernel.recon.recipe import (
     CSTVRecipe,
@@ -36,6 +37,7 @@ from cloudmri_kernel.recon.recipe import (
     SenseRecipe,
     default_recipe,
 )
+from cloudmri_kernel.recon.tensors import like_input, to_tensor
 
 #: Fewest fully sampled centre lines from which coil maps are estimated.
 MIN_CALIBRATION_LINES = 8
@@ -176,9 +178,9 @@ def reconstruct_slice(task: SliceTask) -> SliceResult:
                              "grappa, sense, cs-wavelet or cs-tv")
         dcf = pipe_menon_dcf(task.traj, task.image_shape, device=recipe.device)
         operator = NUFFT(task.traj, (task.samples.shape[0], *task.image_shape), dcf=dcf, device=recipe.device)
-        coil_images = operator.adjoint(to_tensor(task.samples, recipe.device) * dcf.sqrt())
+        coil_images = operator.adjoint(to_tensor(task.samples, recipe.device, torch.complex64) * dcf.sqrt())
         _, maps = coil_tools.adaptive_combine(coil_images, device=recipe.device)
-        maps = np.asarray(coil_tools.like_input(maps, task.samples))
+        maps = np.asarray(like_input(maps, task.samples))
         if not recipe.iterative:
             result = iterative.reconstruct_nufft_gridding(task.samples, task.traj, task.image_shape, maps=maps,
                                                           dcf=dcf, device=recipe.device)

@@ -7,6 +7,7 @@ References:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from cloudmri_kernel.mrd.header import Header
 from cloudmri_kernel.mrd.kspace import SortedKSpace
@@ -22,6 +23,18 @@ def centered_fft(image: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """Forward counterpart of :func:`centered_ifft`."""
     shifted = np.fft.ifftshift(image, axes=axes)
     return np.fft.fftshift(np.fft.fftn(shifted, axes=axes, norm="ortho"), axes=axes)
+
+
+def centered_ifft_torch(kspace: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """Torch twin of :func:`centered_ifft` (orthonormal, centre at N//2), on the tensor's device."""
+    shifted = torch.fft.ifftshift(kspace, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=dim, norm="ortho"), dim=dim)
+
+
+def centered_fft_torch(image: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """Torch twin of :func:`centered_fft`."""
+    shifted = torch.fft.ifftshift(image, dim=dim)
+    return torch.fft.fftshift(torch.fft.fftn(shifted, dim=dim, norm="ortho"), dim=dim)
 
 
 def crop_center(values: np.ndarray, size: int, axis: int) -> np.ndarray:

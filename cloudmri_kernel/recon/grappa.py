@@ -24,7 +24,7 @@ import torch
 from scipy import ndimage
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
-from cloudmri_kernel.recon.coils import ArrayLike, like_input, to_tensor
+from cloudmri_kernel.recon.tensors import ArrayLike, like_input, to_tensor
 
 #: Relative ky positions of a pattern's source lines, target at 0, ascending.
 Pattern = tuple[int, ...]

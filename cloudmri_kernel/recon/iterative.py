@@ -38,9 +38,9 @@ from cloudmri_kernel.recon.operators import (
     SenseOperator,
     Wavelet,
     pipe_menon_dcf,
-    to_tensor,
 )
 from cloudmri_kernel.recon.solvers import SolverResult, conjugate_gradient, fista, max_eigenvalue, primal_dual_l1
+from cloudmri_kernel.recon.tensors import to_tensor
 
 #: :math:`\|D\|^2` of 2D circular finite differences (the largest eigenvalue of the periodic Laplacian).
 _FINITE_DIFFERENCE_NORM2 = 8.0
@@ -77,8 +77,8 @@ def _check_finite(values: torch.Tensor, what: str, axes: Sequence[str]) -> None:
 
 def _cartesian_inputs(kspace, maps, mask, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-space (masked), maps and a (y, x) or (y, 1) float mask as tensors on ``device``, checked."""
-    kspace = to_tensor(kspace, device)
-    maps = to_tensor(maps, device)
+    kspace = to_tensor(kspace, device, torch.complex64)
+    maps = to_tensor(maps, device, torch.complex64)
     if kspace.ndim != 3:
         raise UsageError(f"k-space must be one slice (coils, ky, kx), got shape {tuple(kspace.shape)}")
     if maps.shape != kspace.shape:
@@ -264,7 +264,7 @@ def reconstruct_cs_tv(kspace, maps, mask=None, lamda: float = 0.005, max_iter: i
 
 def _non_cartesian_inputs(samples, traj, image_shape, maps, device) -> tuple[torch.Tensor, torch.Tensor,
                                                                            torch.Tensor | None, tuple[int, int]]:
-    samples = to_tensor(samples, device)
+    samples = to_tensor(samples, device, torch.complex64)
     traj = to_tensor(traj, samples.device, torch.float32)
     if samples.ndim != 2:
         raise UsageError(f"samples must be (coils, points), got shape {tuple(samples.shape)}")
@@ -281,7 +281,7 @@ def _non_cartesian_inputs(samples, traj, image_shape, maps, device) -> tuple[tor
         raise InvalidDataError(f"the trajectory reaches {reach:.3g} cycles/pixel; it must lie within [-0.5, 0.5] "
                                f"(MRD convention): rescale it, e.g. divide by the matrix size if it is in 1/FOV")
     if maps is not None:
-        maps = to_tensor(maps, samples.device)
+        maps = to_tensor(maps, samples.device, torch.complex64)
         if maps.shape != (samples.shape[0], *image_shape):
             raise UsageError(f"coil maps must be (coils, y, x) = ({samples.shape[0]}, {image_shape[0]}, "
                              f"{image_shape[1]}), got {tuple(maps.shape)}")

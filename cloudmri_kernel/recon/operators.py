@@ -39,7 +39,8 @@ import torch.nn.functional as F
 import torchkbnufft as tkbn
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
-from cloudmri_kernel.recon.fft import centered_fft, centered_ifft, crop_center
+from cloudmri_kernel.recon.fft import centered_fft, centered_fft_torch, centered_ifft, centered_ifft_torch, crop_center
+from cloudmri_kernel.recon.tensors import to_tensor
 
 #: Interpolation table oversampling of the Kaiser-Bessel NUFFT. torchkbnufft's default (2**10) leaves ~9e-4
 #: relative error against the exact DFT; 2**12 brings it to ~2e-4 at no cost per transform (building the table
@@ -51,12 +52,6 @@ Shape = tuple[int, ...]
 
 def _shape(shape: Sequence[int]) -> Shape:
     return tuple(int(n) for n in shape)
-
-
-def to_tensor(values, device: str | torch.device | None = None, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
-    """A numpy array or tensor as a tensor of ``dtype`` on ``device`` (its own device when None)."""
-    tensor = torch.as_tensor(values)
-    return tensor.to(device=tensor.device if device is None else device, dtype=dtype)
 
 
 class Linop:
@@ -223,12 +218,10 @@ class FFT(Linop):
         self.axes = tuple(int(a) for a in axes)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = torch.fft.ifftshift(x, dim=self.axes)
-        return torch.fft.fftshift(torch.fft.fftn(shifted, dim=self.axes, norm="ortho"), dim=self.axes)
+        return centered_fft_torch(x, self.axes)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        shifted = torch.fft.ifftshift(y, dim=self.axes)
-        return torch.fft.fftshift(torch.fft.ifftn(shifted, dim=self.axes, norm="ortho"), dim=self.axes)
+        return centered_ifft_torch(y, self.axes)
 
     def normal(self) -> Linop:
         return Identity(self.ishape)
@@ -242,7 +235,7 @@ class CoilSensitivity(Linop):
     """
 
     def __init__(self, maps, device: str | torch.device | None = None):
-        self.maps = to_tensor(maps, device)
+        self.maps = to_tensor(maps, device, torch.complex64)
         if self.maps.ndim != 3:
             raise ValueError(f"coil maps must be (coils, y, x), got shape {tuple(self.maps.shape)}")
         super().__init__(self.maps.shape, self.maps.shape[1:])

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
-from cloudmri_kernel.recon.coils import ArrayLike, centered_fft_torch, centered_ifft_torch, like_input, to_tensor
+from cloudmri_kernel.recon.fft import centered_fft_torch, centered_ifft_torch
+from cloudmri_kernel.recon.tensors import ArrayLike, like_input, to_tensor
 
 
 def _acquired_lines(acquired: float | ArrayLike, n: int) -> np.ndarray:
