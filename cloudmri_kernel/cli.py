@@ -278,54 +278,61 @@ class ExportFormat(StrEnum):
 @app.command()
 @reports_errors
 def recon(
-    src: Annotated[Path, typer.Argument(help="MRD raw file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="MRD image file to write.")],
-    method: Annotated[Method | None, typer.Option(help="Method; default: chosen from the header.")] = None,
+    src: Annotated[list[Path], typer.Argument(help="MRD raw file(s); several files run as one batch.")],
+    output: Annotated[Path, typer.Option("-o", "--output",
+                                         help="MRD image file to write; a directory when several inputs.")],
+    method: Annotated[Method | None, typer.Option(help="Method; default: chosen from each header.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="YAML/JSON recipe (method and parameters).")] = None,
     lamda: Annotated[float | None, typer.Option("--lambda", help="Regularization weight of the method.")] = None,
     device: Annotated[Device | None, typer.Option(help="Where the torch parts run.")] = None,
     workers: Annotated[int | None, typer.Option(help="Dask workers (default: in this process).", min=1)] = None,
-    export_format: Annotated[ExportFormat | None, typer.Option("--export", help="Also export the images.")] = None,
-    export_dir: Annotated[Path | None, typer.Argument(help="Directory for --export.")] = None,
+    export_to: Annotated[tuple[ExportFormat, Path] | None, typer.Option(
+        "--export", help="Also export the images: --export dicom|nifti|png DIR.")] = None,
 ) -> None:
-    """Reconstruct an MRD raw file into MRD images (recipe stored with them); optionally export them."""
-    from cloudmri_kernel.errors import UsageError
+    """Reconstruct MRD raw files into MRD images (recipe stored with them); optionally export them."""
     from cloudmri_kernel.mrd.reader import MRDFile
-    from cloudmri_kernel.recon.engine import reconstruct_file
+    from cloudmri_kernel.recon.engine import reconstruct_files
     from cloudmri_kernel.recon.output import export, write_recon
     from cloudmri_kernel.recon.recipe import default_recipe, load_recipe, parse_recipe
 
-    if export_format is not None and export_dir is None:
-        raise UsageError("--export needs a directory: cloudmri recon IN -o OUT --export png DIR")
     overrides = {k: v for k, v in (("method", method and method.value), ("lamda", lamda),
                                    ("device", device and device.value)) if v is not None}
     if recipe is not None:
         chosen = load_recipe(recipe, overrides)
     elif overrides:
-        with MRDFile(src) as mrd:
+        with MRDFile(src[0]) as mrd:
             base = default_recipe(mrd.header).model_dump()
         if "method" in overrides and overrides["method"] != base["method"]:
             base = {}
         chosen = parse_recipe({**base, **overrides})
     else:
         chosen = None
+    if len(src) > 1:
+        output.mkdir(parents=True, exist_ok=True)
+        targets = [output / f"{path.stem}_recon.h5" for path in src]
+    else:
+        targets = [output]
+    name = src[0].name if len(src) == 1 else f"{len(src)} files"
     with _progress() as bar:
-        task = bar.add_task(f"reconstructing {src.name}", total=None)
+        task = bar.add_task(f"reconstructing {name}", total=None)
 
         def report(done: int, total: int, link: str | None) -> None:
             bar.update(task, completed=done, total=total,
-                       description=f"reconstructing {src.name}" + (f" (dashboard {link})" if link else ""))
+                       description=f"reconstructing {name}" + (f" (dashboard {link})" if link else ""))
 
-        result = reconstruct_file(src, chosen, workers=workers, progress=report)
-    write_recon(result, output, src)
-    *_, ny, nx = result.images.shape
-    out.print(f"wrote {output} ({result.recipe.method}, {result.images.size // (ny * nx)} image(s) of {nx}x{ny})",
-              highlight=False)
-    for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if export_format is not None:
-        paths = export(output, export_format.value, export_dir)
-        out.print(f"exported {len(paths)} {export_format.value} file(s) to {export_dir}", highlight=False)
+        results = reconstruct_files(src, chosen, workers=workers, progress=report)
+    for path, target, result in zip(src, targets, results, strict=True):
+        write_recon(result, target, path)
+        *_, ny, nx = result.images.shape
+        out.print(f"wrote {target} ({result.recipe.method}, {result.images.size // (ny * nx)} image(s) of "
+                  f"{nx}x{ny})", highlight=False)
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        if export_to is not None:
+            kind, directory = export_to
+            directory = directory if len(src) == 1 else directory / path.stem
+            paths = export(target, kind.value, directory)
+            out.print(f"exported {len(paths)} {kind.value} file(s) to {directory}", highlight=False)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from cloudmri_kernel.mrd.reader import MRDFile
 from tests.conftest import GRAPPA_FILE, TWIX_FILE, cpp_recon_summary, needs_shared_data
@@ -238,7 +239,9 @@ def test_recon_quality_and_exports(tmp_path):
 @pytest.mark.parametrize("args, code, message", [
     (["recon", "ph.h5", "-o", "x.h5", "--method", "nufft"], 2, "this file is Cartesian: use --method ifft"),
     (["recon", "ph.h5", "-o", "x.h5", "--recipe", "bad.yaml"], 2, "sense.lamdaa: Extra inputs are not permitted"),
-    (["recon", "ph.h5", "-o", "x.h5", "--export", "png"], 2, "--export needs a directory"),
+    (["recon", "ph.h5", "-o", "x.h5", "--export", "png"], 2, "Option '--export' requires 2 arguments"),
+    pytest.param(["recon", "ph.h5", "-o", "x.h5", "--device", "cuda"], 2, "no CUDA GPU is visible here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present, so cuda works")),
     (["quality", "ph.h5", "notes.h5"], 1, "notes.h5: cannot be opened as MRD"),
 ])
 def test_recon_errors_are_one_line(tmp_path, args, code, message):
@@ -249,3 +252,15 @@ def test_recon_errors_are_one_line(tmp_path, args, code, message):
     assert result.returncode == code, result.stderr
     assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_recon_of_several_files_in_one_batch_on_dask(tmp_path):
+    for seed in (1, 2):
+        assert run("phantom", "-o", tmp_path / f"p{seed}.h5", "--matrix", "32", "--coils", "2", "--seed",
+                   str(seed)).returncode == 0
+    result = run("recon", tmp_path / "p1.h5", tmp_path / "p2.h5", "-o", tmp_path / "out", "--workers", "2",
+                 "--export", "png", tmp_path / "png")
+    assert result.returncode == 0, result.stderr
+    for seed in (1, 2):
+        assert (tmp_path / "out" / f"p{seed}_recon.h5").exists()
+        assert len(list((tmp_path / "png" / f"p{seed}").glob("*.png"))) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class SliceResult:
     image: np.ndarray  # complex64 (ny, nx)
     iterations: int | None = None
     converged: bool = True
+    note: str | None = None
 
 
 @dataclass
@@ -144,7 +145,18 @@ def _coil_images(kspace: np.ndarray, lines: np.ndarray, partial_fourier: str, de
 
 
 def reconstruct_slice(task: SliceTask) -> SliceResult:
-    """Reconstruct one task with its recipe's method."""
+    """Reconstruct one task with its recipe's method; on a GPU that runs out of memory, again on the CPU."""
+    try:
+        return _reconstruct(task)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        cpu_task = replace(task, recipe=task.recipe.model_copy(update={"device": "cpu"}))
+        result = _reconstruct(cpu_task)
+        result.note = "the GPU ran out of memory; reconstructed on the CPU instead"
+        return result
+
+
+def _reconstruct(task: SliceTask) -> SliceResult:
     recipe = task.recipe
     if isinstance(recipe, IfftRecipe):
         images = _coil_images(task.kspace, task.mask, recipe.partial_fourier, recipe.device)
@@ -261,33 +273,69 @@ def _noncartesian_tasks(mrd: MRDFile, recipe: Recipe) -> tuple[list[SliceTask], 
     return tasks, ("slice", "z", "y", "x"), (len(tasks), 1), np.array(headers)
 
 
-def reconstruct_file(path: str | Path, recipe: Recipe | None = None, workers: int | None = None,
-                     progress: Callable[[int, int, str | None], None] | None = None) -> ReconOutput:
-    """Reconstruct every image of an MRD raw file.
+@dataclass
+class _Prepared:
+    """A file's tasks and what is needed to put their images back together."""
 
-    Args:
-        recipe: the method and its parameters; default :func:`~cloudmri_kernel.recon.recipe.default_recipe`.
-        workers: None runs in this process; N runs N single-threaded Dask workers (or the configured cluster).
-        progress: ``progress(done, total, dashboard_link)``.
-    """
+    tasks: list[SliceTask]
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    acquisition_headers: np.ndarray
+    recipe: Recipe
+    header: Header
+
+
+def _prepare(path: str | Path, recipe: Recipe | None) -> _Prepared:
     with MRDFile(path) as mrd:
         header = mrd.header
         recipe = recipe or default_recipe(header)
+        if recipe.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda, but no CUDA GPU is visible here (torch.cuda.is_available() is "
+                             "False): use --device cpu")
         enc = header.encoding[0]
         trajectory = enc.trajectory.value if enc.trajectory is not None else "cartesian"
-        if trajectory in ("cartesian", "epi"):
-            tasks, dims, shape, acq_headers = _cartesian_tasks(mrd, recipe)
-        else:
-            tasks, dims, shape, acq_headers = _noncartesian_tasks(mrd, recipe)
-    results = run_tasks(reconstruct_slice, tasks, workers=workers, progress=progress)
-    recon_ny = int(enc.reconSpace.matrixSize.y)
+        make_tasks = _cartesian_tasks if trajectory in ("cartesian", "epi") else _noncartesian_tasks
+        tasks, dims, shape, acq_headers = make_tasks(mrd, recipe)
+    return _Prepared(tasks, dims, shape, acq_headers, recipe, header)
+
+
+def _assemble(prepared: _Prepared, results: list[SliceResult]) -> ReconOutput:
+    recon_ny = int(prepared.header.encoding[0].reconSpace.matrixSize.y)
     first = crop_center(np.abs(results[0].image), recon_ny, axis=0)
-    images = np.zeros((*shape, *first.shape), np.float32)
+    images = np.zeros((*prepared.shape, *first.shape), np.float32)
     warnings = []
-    for task, result in zip(tasks, results, strict=True):
+    for task, result in zip(prepared.tasks, results, strict=True):
         images[task.index] = crop_center(np.abs(result.image), recon_ny, axis=0)
         if not result.converged:
-            warnings.append(f"{recipe.method} did not converge in {result.iterations} iterations for image "
-                            f"{task.index}; the best iterate is used")
-    return ReconOutput(images, dims, recipe, header, acq_headers, warnings)
+            warnings.append(f"{prepared.recipe.method} did not converge in {result.iterations} iterations for "
+                            f"image {task.index}; the best iterate is used")
+        if result.note:
+            warnings.append(f"image {task.index}: {result.note}")
+    return ReconOutput(images, prepared.dims, prepared.recipe, prepared.header, prepared.acquisition_headers,
+                       warnings)
 
+
+def reconstruct_files(paths: list[str | Path], recipe: Recipe | None = None, workers: int | None = None,
+                      progress: Callable[[int, int, str | None], None] | None = None) -> list[ReconOutput]:
+    """Reconstruct every image of several MRD raw files as one batch of tasks (one Dask cluster for all).
+
+    Args:
+        recipe: the method and its parameters; default per file
+            :func:`~cloudmri_kernel.recon.recipe.default_recipe`.
+        workers: None runs in this process; N runs N single-threaded Dask workers (or the configured cluster).
+        progress: ``progress(done, total, dashboard_link)``.
+    """
+    prepared = [_prepare(path, recipe) for path in paths]
+    tasks = [task for item in prepared for task in item.tasks]
+    results = run_tasks(reconstruct_slice, tasks, workers=workers, progress=progress)
+    outputs, start = [], 0
+    for item in prepared:
+        outputs.append(_assemble(item, results[start:start + len(item.tasks)]))
+        start += len(item.tasks)
+    return outputs
+
+
+def reconstruct_file(path: str | Path, recipe: Recipe | None = None, workers: int | None = None,
+                     progress: Callable[[int, int, str | None], None] | None = None) -> ReconOutput:
+    """Reconstruct every image of one MRD raw file; see :func:`reconstruct_files`."""
+    return reconstruct_files([path], recipe, workers, progress)[0]

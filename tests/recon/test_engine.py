@@ -133,3 +133,38 @@ def test_methods_that_do_not_fit_the_data_say_which_would(tmp_path, cpp_phantom_
     write_phantom(no_centre, PhantomSpec(matrix=32, coils=2, accel=4, calib=0))
     with pytest.raises(UsageError, match="coil maps need at least 8"):
         reconstruct_file(no_centre, SenseRecipe())
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu(monkeypatch, tmp_path):
+    import torch
+
+    from cloudmri_kernel.recon import engine
+
+    path = tmp_path / "p.h5"
+    write_phantom(path, PhantomSpec(matrix=32, coils=2, noise=0.0))
+    prepared = engine._prepare(path, IfftRecipe())
+    task = prepared.tasks[0]
+    real = engine._reconstruct
+
+    def out_of_memory_on_gpu(job):
+        if job.recipe.device == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(job)
+
+    monkeypatch.setattr(engine, "_reconstruct", out_of_memory_on_gpu)
+    result = engine.reconstruct_slice(engine.replace(task, recipe=IfftRecipe(device="cuda")))
+    assert result.note == "the GPU ran out of memory; reconstructed on the CPU instead"
+    np.testing.assert_array_equal(result.image, real(task).image)
+
+
+def test_many_files_are_one_batch(tmp_path):
+    from cloudmri_kernel.recon.engine import reconstruct_files
+
+    paths = []
+    for seed in (1, 2, 3):
+        paths.append(tmp_path / f"p{seed}.h5")
+        write_phantom(paths[-1], PhantomSpec(matrix=32, coils=2, slices=seed, seed=seed))
+    outputs = reconstruct_files(paths, IfftRecipe())
+    assert [o.images.shape[0] for o in outputs] == [1, 2, 3]
+    for path, output in zip(paths, outputs, strict=True):
+        np.testing.assert_array_equal(output.images, reconstruct_file(path, IfftRecipe()).images)
