@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -338,16 +339,44 @@ def recon(
 @app.command()
 @reports_errors
 def quality(
-    reference: Annotated[Path, typer.Argument(help="Reference: MRD images, or a phantom raw file (ground truth).")],
-    tests: Annotated[list[Path], typer.Argument(help="MRD image files to compare with the reference.")],
+    files: Annotated[list[Path], typer.Argument(
+        help="REF TEST...: the reference (MRD images, or a phantom raw file with its ground truth) then the "
+             "reconstructions; with --no-reference, only reconstructions.")],
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="Measures that need no ground truth: "
+                                               "two-region SNR, gradient entropy, Tenengrad sharpness.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """SSIM, PSNR and NMSE (fastMRI definitions) of reconstructions against a reference, as a table."""
-    from cloudmri_kernel.quality import compare, format_table, to_dict
+    from cloudmri_kernel.errors import InvalidDataError, UsageError
+    from cloudmri_kernel.quality import compare, format_table, gradient_entropy, snr_background, tenengrad, to_dict
     from cloudmri_kernel.quality.volumes import load_volume
 
-    ref = load_volume(reference)
-    rows = compare(ref, {path.stem: load_volume(path, like=ref) for path in tests})
+    if no_reference:
+        rows = []
+        for path in files:
+            volume = load_volume(path)
+            try:
+                snr = float(np.mean([snr_background(image) for image in volume]))
+            except ValueError as exc:
+                raise InvalidDataError(f"no two-region SNR: {exc}", path) from None
+            rows.append({"method": path.stem, "snr": snr,
+                         "gradient_entropy": float(np.mean([gradient_entropy(image) for image in volume])),
+                         "tenengrad": float(np.mean([tenengrad(image) for image in volume]))})
+        if as_json:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return
+        table = Table(show_header=True)
+        for column in ("method", "SNR (two-region)", "gradient entropy", "Tenengrad"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["method"], f"{row['snr']:.1f}", f"{row['gradient_entropy']:.3f}",
+                          f"{row['tenengrad']:.4g}")
+        out.print(table)
+        return
+    if len(files) < 2:
+        raise UsageError("give a reference and at least one reconstruction (or --no-reference)")
+    ref = load_volume(files[0])
+    rows = compare(ref, {path.stem: load_volume(path, like=ref) for path in files[1:]})
     if as_json:
         sys.stdout.write(json.dumps(to_dict(rows), indent=2) + "\n")
     else:

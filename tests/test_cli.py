@@ -234,6 +234,10 @@ def test_recon_quality_and_exports(tmp_path):
     table = run("quality", raw, tmp_path / "grappa.h5", tmp_path / "zf.h5", "--json")
     rows = {row["method"]: row for row in json.loads(table.stdout)}
     assert rows["grappa"]["nmse"] < rows["zf"]["nmse"] and rows["grappa"]["ssim"] > rows["zf"]["ssim"]
+    blind = run("quality", "--no-reference", tmp_path / "grappa.h5", tmp_path / "zf.h5", "--json")
+    measures = {row["method"]: row for row in json.loads(blind.stdout)}
+    assert set(measures) == {"grappa", "zf"}
+    assert all(row["snr"] > 5 and row["gradient_entropy"] > 0 and row["tenengrad"] > 0 for row in measures.values())
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -243,6 +247,7 @@ def test_recon_quality_and_exports(tmp_path):
     pytest.param(["recon", "ph.h5", "-o", "x.h5", "--device", "cuda"], 2, "no CUDA GPU is visible here",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present, so cuda works")),
     (["quality", "ph.h5", "notes.h5"], 1, "notes.h5: cannot be opened as MRD"),
+    (["quality", "ph.h5"], 2, "give a reference and at least one reconstruction"),
 ])
 def test_recon_errors_are_one_line(tmp_path, args, code, message):
     run("phantom", "-o", tmp_path / "ph.h5", "--matrix", "32", "--coils", "2")

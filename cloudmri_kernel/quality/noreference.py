@@ -60,10 +60,20 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.nanargmax(between))])
 
 
+MIN_OBJECT_FRACTION = 0.05
+
+
+def _object_masks(volume: np.ndarray, threshold: float) -> np.ndarray:
+    """Per slice: the pixels above ``threshold`` with holes filled, then opened to drop isolated noise pixels."""
+    return np.stack([ndimage.binary_opening(ndimage.binary_fill_holes(plane > threshold), iterations=1)
+                     for plane in volume])
+
+
 def object_and_background(image: np.ndarray, margin: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Automatic masks of the object and of the air around it, per slice.
 
-    The object is the Otsu foreground, opened (to drop isolated noise pixels) and with holes filled. The
+    The object is the Otsu foreground with holes filled, then opened (to drop isolated noise pixels); when that
+    leaves under 5 % of the image (only a bright rim passed), the values below the threshold are split again. The
     background is everything farther than ``margin`` pixels from the object, so that edges and the blur of the
     point-spread function stay out of the noise estimate.
 
@@ -76,13 +86,14 @@ def object_and_background(image: np.ndarray, margin: int | None = None) -> tuple
     volume = _volume(image)
     margin = max(2, round(0.05 * min(volume.shape[1:]))) if margin is None else margin
     threshold = otsu_threshold(volume)
-    foreground = np.empty(volume.shape, bool)
-    background = np.empty(volume.shape, bool)
-    for k, plane in enumerate(volume):
-        mask = ndimage.binary_opening(plane > threshold, iterations=1)
-        mask = ndimage.binary_fill_holes(mask)
-        foreground[k] = mask
-        background[k] = ~ndimage.binary_dilation(mask, iterations=margin) if mask.any() else True
+    foreground = _object_masks(volume, threshold)
+    if foreground.mean() < MIN_OBJECT_FRACTION:
+        # Only a bright rim (skull, fat) passed, and opening erased it: the body lies between the noise and the
+        # rim, so split the values below the first threshold again (a two-level Otsu).
+        threshold = otsu_threshold(volume[volume < threshold])
+        foreground = _object_masks(volume, threshold)
+    background = np.stack([~ndimage.binary_dilation(mask, iterations=margin) if mask.any() else np.ones_like(mask)
+                           for mask in foreground])
     shape = np.shape(image)[-2:] if np.ndim(image) == 2 else volume.shape
     return foreground.reshape(shape), background.reshape(shape)
 
