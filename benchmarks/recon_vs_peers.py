@@ -218,11 +218,14 @@ def method_settings() -> dict[str, tuple[float, int]]:
 
 def ours(method: str, kspace, maps, mask, lamda: float, iterations: int):
     from cloudmri_kernel.recon import iterative
+    from cloudmri_kernel.recon.recipe import CSWaveletRecipe
 
     if method == "sense":
         return iterative.reconstruct_sense(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0).image
     if method == "l1-wavelet":
-        return iterative.reconstruct_cs_wavelet(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0).image
+        recipe = CSWaveletRecipe()  # what `cloudmri recon --method cs-wavelet` runs: its wavelet and shifts
+        return iterative.reconstruct_cs_wavelet(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
+                                                wavelet=recipe.wavelet, random_shift=recipe.random_shift).image
     return iterative.reconstruct_cs_tv(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0).image
 
 

@@ -179,7 +179,8 @@ def _reconstruct(task: SliceTask) -> SliceResult:
                                                  max_iter=recipe.max_iter, tol=recipe.tol, device=recipe.device)
         elif isinstance(recipe, CSWaveletRecipe):
             result = iterative.reconstruct_cs_wavelet(task.kspace, maps, mask2d, lamda=recipe.lamda,
-                                                      max_iter=recipe.max_iter, device=recipe.device)
+                                                      max_iter=recipe.max_iter, wavelet=recipe.wavelet,
+                                                      random_shift=recipe.random_shift, device=recipe.device)
         else:
             result = iterative.reconstruct_cs_tv(task.kspace, maps, mask2d, lamda=recipe.lamda,
                                                  max_iter=recipe.max_iter, device=recipe.device)

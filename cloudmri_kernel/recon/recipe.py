@@ -73,6 +73,10 @@ class CSWaveletRecipe(_RecipeBase):
     lamda: float = Field(0.005, gt=0, description="L1-wavelet weight; objective ½‖Ax−y‖² + λ‖Ψx‖₁.")
     max_iter: int = Field(100, ge=1, le=10000)
     maps: Literal["espirit", "lowres"] = _MAPS
+    wavelet: Literal["db2", "db4", "haar"] = Field(
+        "db2", description="Orthogonal wavelet: db2 is BART's default, db4 SigPy's (see docs/benchmarks.md).")
+    random_shift: bool = Field(
+        True, description="Cycle spinning (a random circular shift before each thresholding), as BART's pics.")
 
 
 class CSTVRecipe(_RecipeBase):
