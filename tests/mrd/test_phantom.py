@@ -238,7 +238,8 @@ def test_written_header_is_schema_valid_and_describes_the_phantom(tmp_path, spec
         assert mrd.read_array("csm").shape == (1, spec.slices, spec.coils, 32, 32)
 
 
-@pytest.mark.skipif(not CPP_RECON.exists(), reason="ismrmrd-tools (C++) not installed")
+@pytest.mark.skipif(not CPP_RECON.exists(),
+                    reason="needs Debian's ismrmrd-tools (./workbench setup installs it; present in CI)")
 def test_the_cpp_reference_recon_reads_a_cartesian_phantom(tmp_path):
     path = write_phantom(tmp_path / "phantom.h5", PhantomSpec(matrix=64, coils=8, accel=2, calib=16))
     result = subprocess.run([str(CPP_RECON), str(path)],

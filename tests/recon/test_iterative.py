@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
-from cloudmri_kernel.mrd.kspace import read_cartesian
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
-from cloudmri_kernel.mrd.reader import MRDFile, has_flag
 from cloudmri_kernel.recon.fft import centered_ifft
 from cloudmri_kernel.recon.iterative import (
     reconstruct_cs_tv,
@@ -18,8 +16,9 @@ from cloudmri_kernel.recon.iterative import (
     reconstruct_nufft_sense,
     reconstruct_sense,
 )
-from cloudmri_kernel.recon.operators import Identity, Multiply, remove_readout_oversampling
+from cloudmri_kernel.recon.operators import Identity, Multiply
 from cloudmri_kernel.recon.solvers import conjugate_gradient, fista, max_eigenvalue, primal_dual_l1
+from tests.recon.phantoms import cartesian_slice, non_cartesian_slice
 
 sigpy_app = pytest.importorskip("sigpy.mri.app", reason="sigpy is the reference implementation (dev extra)")
 
@@ -30,49 +29,22 @@ def nrmse(image: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(image - truth) / np.linalg.norm(truth))
 
 
-def _cartesian(path):
-    """(kspace (coils, ky, kx) with calibration lines merged and readout oversampling removed, mask (ky,),
-    phantom, csm) of a single-slice Cartesian phantom file."""
-    with MRDFile(path) as mrd:
-        sorted_kspace = read_cartesian(mrd)
-        recon_x = int(mrd.header.encoding[0].reconSpace.matrixSize.x)
-        phantom, csm = mrd.read_array("phantom")[0, 0], mrd.read_array("csm")[0, 0]
-    kspace, mask = sorted_kspace.kspace[0, :, 0], sorted_kspace.mask[0, 0]
-    if sorted_kspace.calibration is not None:
-        calibration = sorted_kspace.calibration[0, :, 0]
-        extra = (calibration != 0).any(axis=(0, 2)) & ~mask
-        kspace = np.where(extra[None, :, None], calibration, kspace)
-        mask = mask | extra
-    return remove_readout_oversampling(kspace, recon_x), mask, phantom, csm
-
-
-def _non_cartesian(path):
-    """(samples (coils, points), traj (points, 2), phantom, csm) of a single-slice radial or spiral file."""
-    with MRDFile(path) as mrd:
-        block = mrd.read_acquisitions()
-        phantom, csm = mrd.read_array("phantom")[0, 0], mrd.read_array("csm")[0, 0]
-    imaging = ~has_flag(block.headers["flags"], "IS_NOISE_MEASUREMENT")
-    samples = np.concatenate([d for d, keep in zip(block.data, imaging, strict=True) if keep], axis=1)
-    traj = np.concatenate([t for t, keep in zip(block.traj, imaging, strict=True) if keep])
-    return samples, traj, phantom, csm
-
-
 @pytest.fixture(scope="module")
 def sense_r2(tmp_path_factory):
     spec = PhantomSpec(matrix=128, coils=8, accel=2, calib=24, pattern="uniform", noise=0.005)
-    return _cartesian(write_phantom(tmp_path_factory.mktemp("r2") / "phantom.h5", spec))
+    return cartesian_slice(write_phantom(tmp_path_factory.mktemp("r2") / "phantom.h5", spec))
 
 
 @pytest.fixture(scope="module")
 def poisson_r4(tmp_path_factory):
     spec = PhantomSpec(matrix=128, coils=8, accel=4, calib=24, pattern="poisson", noise=0.005)
-    return _cartesian(write_phantom(tmp_path_factory.mktemp("r4") / "phantom.h5", spec))
+    return cartesian_slice(write_phantom(tmp_path_factory.mktemp("r4") / "phantom.h5", spec))
 
 
 @pytest.fixture(scope="module")
 def radial(tmp_path_factory):
     spec = PhantomSpec(matrix=64, coils=8, trajectory="radial", noise=0.005)
-    return _non_cartesian(write_phantom(tmp_path_factory.mktemp("radial") / "phantom.h5", spec))
+    return non_cartesian_slice(write_phantom(tmp_path_factory.mktemp("radial") / "phantom.h5", spec))
 
 
 @pytest.fixture(scope="module")

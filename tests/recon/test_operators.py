@@ -10,7 +10,6 @@ import torch
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
 from cloudmri_kernel.mrd.phantom import PhantomSpec, simulate_phantom, write_phantom
-from cloudmri_kernel.mrd.reader import MRDFile, has_flag
 from cloudmri_kernel.recon.fft import centered_fft, centered_ifft, crop_center
 from cloudmri_kernel.recon.operators import (
     FFT,
@@ -27,6 +26,7 @@ from cloudmri_kernel.recon.operators import (
     pipe_menon_dcf,
     remove_readout_oversampling,
 )
+from tests.recon.phantoms import non_cartesian_slice
 
 
 def _random(shape, seed: int = 0) -> torch.Tensor:
@@ -195,20 +195,9 @@ def test_nufft_on_the_cartesian_grid_is_the_centered_fft():
     assert _relative(NUFFT(traj, (ny, nx))(image), centered_fft(image.numpy(), (-2, -1)).ravel()) < 1e-3
 
 
-def _non_cartesian(path):
-    """(samples (coils, points), traj (points, 2), phantom, csm) of a single-slice non-Cartesian phantom file."""
-    with MRDFile(path) as mrd:
-        block = mrd.read_acquisitions()
-        phantom, csm = mrd.read_array("phantom")[0, 0], mrd.read_array("csm")[0, 0]
-    imaging = ~has_flag(block.headers["flags"], "IS_NOISE_MEASUREMENT")
-    samples = np.concatenate([d for d, keep in zip(block.data, imaging, strict=True) if keep], axis=1)
-    traj = np.concatenate([t for t, keep in zip(block.traj, imaging, strict=True) if keep])
-    return samples, traj, phantom, csm
-
-
 def test_nufft_reproduces_the_phantom_simulators_radial_samples(tmp_path):
     path = write_phantom(tmp_path / "radial.h5", PhantomSpec(matrix=64, coils=4, trajectory="radial", noise=0.0))
-    samples, traj, phantom, csm = _non_cartesian(path)
+    samples, traj, phantom, csm = non_cartesian_slice(path)
     predicted = NUFFT(traj, csm.shape)(torch.as_tensor(csm * phantom))
     assert _relative(predicted, samples) < 1e-2
 
