@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import h5py
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from xsdata.models.datatype import XmlDate
@@ -33,7 +32,7 @@ from cloudmri_kernel.config import settings
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.mrd.header import Header
 from cloudmri_kernel.mrd.reader import MRDFile
-from cloudmri_kernel.mrd.writer import AtomicOutput, write_header_dataset
+from cloudmri_kernel.mrd.writer import AtomicOutput, copy_with_header
 
 KEY_BYTES = 32
 
@@ -287,10 +286,7 @@ def anonymize_file(source: str | Path, target: str | Path, site: str | None = No
         header, report = anonymize_header(mrd.header, policy, pseudonymizer)
         output = AtomicOutput(target)
         try:
-            with h5py.File(output.temporary, "w") as out:
-                group = out.create_group(mrd.dataset_name)
-                mrd.copy_to(group, skip=("xml",))
-                write_header_dataset(group, header)
+            copy_with_header(mrd, output.temporary, header)
             output.commit()
         except BaseException:
             output.discard()

@@ -27,7 +27,7 @@ from cloudmri_kernel.mrd.formats import RawContent
 from cloudmri_kernel.mrd.header import Header, header_to_xml, schema_errors
 from cloudmri_kernel.mrd.reader import MRDFile
 from cloudmri_kernel.mrd.validate import validate_file
-from cloudmri_kernel.mrd.writer import AtomicOutput, MRDWriter, write_header_dataset
+from cloudmri_kernel.mrd.writer import AtomicOutput, MRDWriter, copy_with_header
 
 FORMATS = ("mrd", "fastmri", "twix", "numpy")
 
@@ -127,10 +127,7 @@ def ingest(
                 if pseudonymizer:
                     header, report = anonymize_header(header, policy, pseudonymizer)
                 _stamp_provenance(header, site, fmt)
-                with h5py.File(staged.temporary, "w") as out:
-                    group = out.create_group(mrd.dataset_name)
-                    mrd.copy_to(group, skip=("xml",))
-                    write_header_dataset(group, header)
+                copy_with_header(mrd, staged.temporary, header)
                 count = mrd.number_of_acquisitions
         else:
             content = read_content(source, fmt, Path(sidecar) if sidecar else None)

@@ -42,6 +42,16 @@ def write_header_dataset(group: h5py.Group, header: Header | str) -> None:
     group["xml"][0] = xml.encode("ascii", errors="xmlcharrefreplace")
 
 
+def copy_with_header(source, path: str | Path, header: Header) -> None:
+    """Write the open MRD file ``source`` to ``path`` with a new XML header; everything else (acquisitions,
+    arrays, images) is copied bit for bit by HDF5. Not atomic by itself: give it an :class:`AtomicOutput`'s
+    temporary path."""
+    with h5py.File(path, "w") as out:
+        group = out.create_group(source.dataset_name)
+        source.copy_to(group, skip=("xml",))
+        write_header_dataset(group, header)
+
+
 class AtomicOutput:
     """A temporary path beside ``target`` that replaces it on :meth:`commit` and vanishes on :meth:`discard`."""
 

@@ -45,9 +45,9 @@ def to_bart_kspace(kspace: np.ndarray) -> np.ndarray:
 
 
 def from_bart_image(image: np.ndarray) -> np.ndarray:
-    """BART (nx, ny[, 1, coils...]) -> (..., ny, nx)."""
-    image = image.reshape(image.shape[0], image.shape[1], -1)
-    return np.transpose(image, (2, 1, 0)).squeeze(axis=0) if image.shape[2] == 1 else np.transpose(image, (2, 1, 0))
+    """BART (nx, ny[, 1, coils...]) -> (..., ny, nx), the leading axis dropped when it has length one."""
+    stacked = np.transpose(image.reshape(image.shape[0], image.shape[1], -1), (2, 1, 0))
+    return stacked[0] if stacked.shape[0] == 1 else stacked
 
 
 def run_bart(*args: str | Path, threads: int | None = None) -> str:
