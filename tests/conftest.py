@@ -61,3 +61,40 @@ def cpp_recon_summary(path: Path) -> dict[str, str]:
             key, value = line.split(":", 1)
             fields[key.strip()] = value.strip()
     return fields
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throw-away PostgreSQL server for this test process (each xdist worker starts its own)."""
+    from cloudmri_kernel.catalog.testing import PostgresServer
+
+    if not PostgresServer.available():
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql): the PostgreSQL leg runs where it is, "
+                    "as in CI")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path):
+    """URL of a fresh, empty catalog database: a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+        return
+    import secrets
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"test_{secrets.token_hex(8)}"
+    url = server.create_database(name)
+    yield url
+    server.drop_database(name)
+
+
+@pytest.fixture
+def catalog(catalog_url):
+    """The migrated catalog on ``catalog_url`` (both databases), disposed after the test."""
+    from cloudmri_kernel.catalog import Catalog
+
+    opened = Catalog.open(catalog_url)
+    yield opened
+    opened.dispose()
