@@ -16,10 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
-import os
 import re
-import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from xsdata.models.datatype import XmlDate
 
 from cloudmri_kernel.config import settings
+from cloudmri_kernel.crypto.keyfiles import load_or_create_secret, read_secret
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.mrd.header import Header
 from cloudmri_kernel.mrd.reader import MRDFile
@@ -88,23 +86,11 @@ def load_site_key(site: str, create: bool = True) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", site):
         raise UsageError(f"site name '{site}' must be 1-64 letters, digits, '.', '_' or '-'")
     path = site_key_path(site)
+    if create:
+        return load_or_create_secret(path, KEY_BYTES, what="site key")
     if not path.exists():
-        if not create:
-            raise UsageError("no key for this site", path)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_site_key(site, create=False)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(KEY_BYTES))
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise UsageError(f"the site key is readable by others (mode {mode:o}): chmod 600 it", path)
-    key = path.read_bytes()
-    if len(key) < KEY_BYTES:
-        raise UsageError(f"the site key has {len(key)} bytes, needs at least {KEY_BYTES}", path)
-    return key
+        raise UsageError("no key for this site", path)
+    return read_secret(path, KEY_BYTES, what="site key")
 
 
 @dataclass

@@ -197,8 +197,8 @@ def test_constraints_are_enforced_by_the_database(seeded, case):
 def test_each_reader_has_one_label_set_of_a_name_per_series(seeded):
     with seeded.session() as session:
         session.add_all([Label(series_id="series1", reader="ben"), Label(series_id="series1", reader="carla")])
-    with pytest.raises(IntegrityError, match="uq_labels_series_id_reader_name|labels.series_id, labels.reader, labels.name"), \
-            seeded.session() as session:
+    duplicate = "uq_labels_series_id_reader_name|labels.series_id, labels.reader, labels.name"
+    with pytest.raises(IntegrityError, match=duplicate), seeded.session() as session:
         session.add(Label(series_id="series1", reader="ben"))
     with seeded.session() as session:
         assert sorted(session.scalars(select(Label.reader))) == ["ben", "carla"]
