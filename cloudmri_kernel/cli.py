@@ -399,3 +399,6 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     for name, field in Settings.model_fields.items():
         table.add_row(f"CLOUDMRI_{name.upper()}", str(getattr(current, name)), field.description or "")
     out.print(table)
+
+
+from cloudmri_kernel import cli_platform  # noqa: E402,F401 - registers the data-platform commands on app

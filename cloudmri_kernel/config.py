@@ -78,6 +78,50 @@ class Settings(BaseSettings):
         "Example: CLOUDMRI_DASK_GATEWAY=https://hub.example.org/services/dask-gateway",
     )
 
+    store_url: str | None = Field(
+        default=None,
+        description="Where the encrypted object store keeps its objects: a directory or an fsspec URL of an "
+        "S3-compatible bucket. Default: DATA_DIR/store. Example: CLOUDMRI_STORE_URL=s3://cloudmri-prod/store",
+    )
+    store_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for a remote store (endpoint, credentials from env are preferred). "
+        'Example: CLOUDMRI_STORE_OPTIONS=\'{"endpoint_url": "http://127.0.0.1:9000"}\'',
+    )
+    catalog_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog database. Default: SQLite (WAL) at DATA_DIR/catalog.sqlite. "
+        "Example: CLOUDMRI_CATALOG_URL=postgresql+psycopg://cloudmri@db.example.org/cloudmri",
+    )
+    service_url: str = Field(
+        default="http://127.0.0.1:8765",
+        description="Base URL of the Cloud-MRI API service that clients and the CLI talk to; inside a hub, the "
+        "service's proxied URL. Example: CLOUDMRI_SERVICE_URL=http://127.0.0.1:8000/services/cloudmri",
+    )
+    service_token: str | None = Field(
+        default=None,
+        description="Token the client sends; default: JUPYTERHUB_API_TOKEN inside a hub. Prefer "
+        "service_token_file. Example: CLOUDMRI_SERVICE_TOKEN_FILE=~/.cloudmri/token",
+    )
+    service_token_file: Path | None = Field(
+        default=None,
+        description="File (mode 0600) holding the client's token. "
+        "Example: CLOUDMRI_SERVICE_TOKEN_FILE=~/.cloudmri/token",
+    )
+    hub_api_url: str | None = Field(
+        default=None,
+        description="JupyterHub API URL the service checks tokens against (hub mode); default: "
+        "JUPYTERHUB_API_URL when the hub runs the service, else local token mode. "
+        "Example: CLOUDMRI_HUB_API_URL=http://127.0.0.1:8081/hub/api",
+    )
+    upload_chunk_mb: int = Field(
+        default=8,
+        gt=0,
+        le=256,
+        description="Size of one upload chunk; the service refuses larger request bodies (413). "
+        "Example: CLOUDMRI_UPLOAD_CHUNK_MB=32",
+    )
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):

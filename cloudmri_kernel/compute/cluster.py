@@ -24,13 +24,14 @@ def _limit_threads() -> None:
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None) -> Iterator[Any]:
-    """A connected ``distributed.Client``: configured scheduler or gateway, else a LocalCluster of ``workers``
-    single-threaded processes on 127.0.0.1 (dashboard on a free port)."""
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A connected ``distributed.Client``: ``scheduler``, the configured scheduler or gateway, else a LocalCluster
+    of ``workers`` single-threaded processes on 127.0.0.1 (dashboard on a free port)."""
     from distributed import Client, LocalCluster
 
     config = settings()
-    if config.dask_gateway:
+    scheduler = scheduler or config.dask_scheduler
+    if config.dask_gateway and not scheduler:
         try:
             from dask_gateway import Gateway
         except ImportError:
@@ -42,11 +43,11 @@ def dask_client(workers: int | None = None) -> Iterator[Any]:
             client.run(_limit_threads)
             yield client
         return
-    if config.dask_scheduler:
+    if scheduler:
         try:
-            client = Client(config.dask_scheduler, timeout="10s")
+            client = Client(scheduler, timeout="10s")
         except OSError as exc:
-            raise UsageError(f"cannot reach the Dask scheduler {config.dask_scheduler} ({exc})") from None
+            raise UsageError(f"cannot reach the Dask scheduler {scheduler} ({exc})") from None
         with client:
             client.run(_limit_threads)
             yield client
@@ -58,14 +59,16 @@ def dask_client(workers: int | None = None) -> Iterator[Any]:
 
 
 def run_tasks(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int | None = None,
-              progress: Callable[[int, int, str | None], None] | None = None) -> list[Any]:
+              progress: Callable[[int, int, str | None], None] | None = None,
+              scheduler: str | None = None) -> list[Any]:
     """Run ``function`` on every task and return the results in task order.
 
-    ``workers=None`` (and no configured scheduler) runs in this process; otherwise on a Dask cluster.
-    ``progress(done, total, dashboard_link)`` is called as tasks finish.
+    ``workers=None`` (and no scheduler given or configured) runs in this process; otherwise on a Dask cluster:
+    the scheduler at ``scheduler`` (e.g. a long-lived cluster of the API service), the configured one, or a
+    LocalCluster of ``workers`` processes. ``progress(done, total, dashboard_link)`` is called as tasks finish.
     """
     config = settings()
-    if workers is None and not (config.dask_scheduler or config.dask_gateway):
+    if workers is None and not (scheduler or config.dask_scheduler or config.dask_gateway):
         results = []
         for done, task in enumerate(tasks, start=1):
             results.append(function(task))
@@ -74,7 +77,7 @@ def run_tasks(function: Callable[[Any], Any], tasks: Sequence[Any], workers: int
         return results
     from distributed import as_completed
 
-    with dask_client(workers) as client:
+    with dask_client(workers, scheduler) as client:
         link = client.dashboard_link
         futures = client.map(function, tasks, pure=False)
         position = {future.key: i for i, future in enumerate(futures)}

@@ -317,7 +317,8 @@ def _assemble(prepared: _Prepared, results: list[SliceResult]) -> ReconOutput:
 
 
 def reconstruct_files(paths: list[str | Path], recipe: Recipe | None = None, workers: int | None = None,
-                      progress: Callable[[int, int, str | None], None] | None = None) -> list[ReconOutput]:
+                      progress: Callable[[int, int, str | None], None] | None = None,
+                      scheduler: str | None = None) -> list[ReconOutput]:
     """Reconstruct every image of several MRD raw files as one batch of tasks (one Dask cluster for all).
 
     Args:
@@ -325,10 +326,11 @@ def reconstruct_files(paths: list[str | Path], recipe: Recipe | None = None, wor
             :func:`~cloudmri_kernel.recon.recipe.default_recipe`.
         workers: None runs in this process; N runs N single-threaded Dask workers (or the configured cluster).
         progress: ``progress(done, total, dashboard_link)``.
+        scheduler: address of a running Dask scheduler to use instead (the API service keeps one).
     """
     prepared = [_prepare(path, recipe) for path in paths]
     tasks = [task for item in prepared for task in item.tasks]
-    results = run_tasks(reconstruct_slice, tasks, workers=workers, progress=progress)
+    results = run_tasks(reconstruct_slice, tasks, workers=workers, progress=progress, scheduler=scheduler)
     outputs, start = [], 0
     for item in prepared:
         outputs.append(_assemble(item, results[start:start + len(item.tasks)]))
@@ -337,6 +339,7 @@ def reconstruct_files(paths: list[str | Path], recipe: Recipe | None = None, wor
 
 
 def reconstruct_file(path: str | Path, recipe: Recipe | None = None, workers: int | None = None,
-                     progress: Callable[[int, int, str | None], None] | None = None) -> ReconOutput:
+                     progress: Callable[[int, int, str | None], None] | None = None,
+                     scheduler: str | None = None) -> ReconOutput:
     """Reconstruct every image of one MRD raw file; see :func:`reconstruct_files`."""
-    return reconstruct_files([path], recipe, workers, progress)[0]
+    return reconstruct_files([path], recipe, workers, progress, scheduler)[0]

@@ -1,0 +1,1 @@
+"""Monitoring: the audit trail of every data access (and, later, metrics)."""

@@ -1,0 +1,171 @@
+"""The reading workflow: labels and quality scores per reader, structured reports, the worklist."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import select
+
+from cloudmri_kernel.catalog.models import Assignment, Dataset, Label, QualityScore, Report, utcnow
+from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.service.deps import DB, Caller, fetch
+from cloudmri_kernel.service.policy import Forbidden, check_dataset, require_scope, require_site_admin
+from cloudmri_kernel.service.routes.series import ERRORS, visible_series
+from cloudmri_kernel.service.schemas import (
+    AssignmentIn,
+    AssignmentOut,
+    AssignmentUpdate,
+    LabelIn,
+    LabelOut,
+    ReportIn,
+    ReportOut,
+    ScoreIn,
+    ScoreOut,
+)
+
+router = APIRouter(tags=["reading"])
+LabelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+
+
+@router.put("/series/{series_id}/labels/{name}", response_model=LabelOut, responses=ERRORS)
+def save_labels(series_id: str, name: LabelName, body: LabelIn, request: Request, caller: Caller,
+                db: DB) -> Label:
+    """Create or replace the caller's own label set ``name`` on a series (other readers' sets are untouched)."""
+    require_scope(caller, "label")
+    series = visible_series(db, request, caller, series_id)
+    label = db.scalar(select(Label).where(Label.series_id == series.id, Label.reader == caller.user,
+                                          Label.name == name))
+    if label is None:
+        label = Label(series_id=series.id, reader=caller.user, name=name)
+        db.add(label)
+    label.vocabulary, label.rois = body.vocabulary, body.rois
+    label.updated_at = utcnow()
+    db.flush()
+    return label
+
+
+@router.get("/series/{series_id}/labels", response_model=list[LabelOut], responses=ERRORS)
+def list_labels(series_id: str, request: Request, caller: Caller, db: DB,
+                reader: Annotated[str | None, Query(max_length=255)] = None) -> list[Label]:
+    series = visible_series(db, request, caller, series_id)
+    statement = select(Label).where(Label.series_id == series.id).order_by(Label.reader, Label.name)
+    if reader is not None:
+        statement = statement.where(Label.reader == reader)
+    return list(db.scalars(statement))
+
+
+@router.post("/series/{series_id}/scores", status_code=201, response_model=ScoreOut, responses=ERRORS)
+def add_score(series_id: str, body: ScoreIn, request: Request, caller: Caller, db: DB) -> QualityScore:
+    """A reader's quality score (1-5) with optional per-criterion scores."""
+    require_scope(caller, "label", "report")
+    series = visible_series(db, request, caller, series_id)
+    if any(not 1 <= v <= 5 for v in body.criteria.values()):
+        raise UsageError("every criterion score must be between 1 and 5")
+    score = QualityScore(series_id=series.id, reader=caller.user, score=body.score, criteria=body.criteria,
+                         comment=body.comment)
+    db.add(score)
+    db.flush()
+    return score
+
+
+@router.get("/series/{series_id}/scores", response_model=list[ScoreOut], responses=ERRORS)
+def list_scores(series_id: str, request: Request, caller: Caller, db: DB) -> list[QualityScore]:
+    series = visible_series(db, request, caller, series_id)
+    return list(db.scalars(select(QualityScore).where(QualityScore.series_id == series.id)
+                           .order_by(QualityScore.created_at)))
+
+
+@router.post("/datasets/{dataset_id}/reports", status_code=201, response_model=ReportOut, responses=ERRORS)
+def create_report(dataset_id: str, body: ReportIn, request: Request, caller: Caller, db: DB) -> Report:
+    require_scope(caller, "report")
+    dataset = fetch(db, Dataset, dataset_id, request)
+    check_dataset(db, caller, dataset, "read-images")
+    report = Report(dataset_id=dataset.id, author=caller.user, **body.model_dump())
+    db.add(report)
+    db.flush()
+    return report
+
+
+@router.get("/datasets/{dataset_id}/reports", response_model=list[ReportOut], responses=ERRORS)
+def list_reports(dataset_id: str, request: Request, caller: Caller, db: DB) -> list[Report]:
+    dataset = fetch(db, Dataset, dataset_id, request)
+    check_dataset(db, caller, dataset, "read-images")
+    return list(db.scalars(select(Report).where(Report.dataset_id == dataset.id).order_by(Report.created_at)))
+
+
+def _own_draft(db, request, caller, report_id) -> Report:
+    require_scope(caller, "report")
+    report = fetch(db, Report, report_id, request)
+    if report.author != caller.user:
+        raise Forbidden(f"report {report_id} belongs to {report.author}", report.dataset_id)
+    if report.status == "signed":
+        raise UsageError(f"report {report_id} is signed and locked")
+    return report
+
+
+@router.put("/reports/{report_id}", response_model=ReportOut, responses=ERRORS)
+def update_report(report_id: str, body: ReportIn, request: Request, caller: Caller, db: DB) -> Report:
+    report = _own_draft(db, request, caller, report_id)
+    for key, value in body.model_dump().items():
+        setattr(report, key, value)
+    report.updated_at = utcnow()
+    return report
+
+
+def report_sha256(report: Report) -> str:
+    """The hash recorded at sign-off (and later anchored): canonical JSON of what the report says."""
+    content = {"dataset_id": report.dataset_id, "author": report.author, "template": report.template,
+               "findings": report.findings, "impression": report.impression,
+               "signed_at": report.signed_at.isoformat()}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@router.post("/reports/{report_id}/sign", response_model=ReportOut, responses=ERRORS)
+def sign_report(report_id: str, request: Request, caller: Caller, db: DB) -> Report:
+    """Sign off: the report is locked and the SHA-256 of its content recorded."""
+    report = _own_draft(db, request, caller, report_id)
+    if not report.impression.strip():
+        raise UsageError("a report needs an impression before it can be signed")
+    report.status, report.signed_at = "signed", utcnow()
+    report.sha256 = report_sha256(report)
+    return report
+
+
+@router.post("/assignments", status_code=201, response_model=AssignmentOut, responses=ERRORS)
+def assign(body: AssignmentIn, request: Request, caller: Caller, db: DB) -> Assignment:
+    """Put a dataset on a reader's worklist (an admin of the dataset's site)."""
+    dataset = fetch(db, Dataset, body.dataset_id, request)
+    require_site_admin(caller, dataset)
+    assignment = Assignment(dataset_id=dataset.id, reader=body.reader, assigned_by=caller.user,
+                            priority=body.priority)
+    db.add(assignment)
+    db.flush()
+    return assignment
+
+
+@router.get("/worklist", response_model=list[AssignmentOut])
+def worklist(caller: Caller, db: DB,
+             status: Annotated[str | None, Query(pattern="^(assigned|in_progress|done|sent_back)$")] = None,
+             min_priority: Annotated[int, Query(ge=0, le=10)] = 0) -> list[Assignment]:
+    """The caller's assignments, highest priority first, then oldest."""
+    statement = (select(Assignment).where(Assignment.reader == caller.user, Assignment.priority >= min_priority)
+                 .order_by(Assignment.priority.desc(), Assignment.created_at))
+    if status is not None:
+        statement = statement.where(Assignment.status == status)
+    return list(db.scalars(statement))
+
+
+@router.patch("/assignments/{assignment_id}", response_model=AssignmentOut, responses=ERRORS)
+def update_assignment(assignment_id: str, body: AssignmentUpdate, request: Request, caller: Caller,
+                      db: DB) -> Assignment:
+    """The reader moves an assignment on; sending it back needs a reason."""
+    assignment = fetch(db, Assignment, assignment_id, request)
+    if assignment.reader != caller.user:
+        raise Forbidden(f"assignment {assignment_id} is {assignment.reader}'s", assignment.dataset_id)
+    if body.status == "sent_back" and not body.reason.strip():
+        raise UsageError("sending a study back needs a reason")
+    assignment.status, assignment.reason, assignment.updated_at = body.status, body.reason, utcnow()
+    return assignment
