@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 from cloudmri_kernel.config import settings
+from cloudmri_kernel.digest import file_sha256
 from cloudmri_kernel.errors import CloudMRIError, UsageError
 
 API = "/api/v1"
@@ -72,14 +73,6 @@ def _token() -> str | None:
     if os.environ.get("JUPYTERHUB_API_TOKEN"):
         return os.environ["JUPYTERHUB_API_TOKEN"]
     return _read_token_file(default_token_file()) if default_token_file().exists() else None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Client:
@@ -154,14 +147,18 @@ class Client:
         if not path.is_file():
             raise UsageError("no such file", path)
         size = path.stat().st_size
-        digest = sha256 or sha256_file(path)
+        digest = sha256 or file_sha256(path)
         record = self._resume_record(digest, size)
         upload_id = record.read_text().strip() if record.exists() else None
         if upload_id is not None:
             try:
-                if self._json("GET", f"/uploads/{upload_id}")["status"] != "open":
-                    upload_id = None
+                earlier = self._json("GET", f"/uploads/{upload_id}")
             except ServiceError:
+                earlier = {"status": "unknown"}
+            if earlier["status"] == "complete":  # the service committed it, but its answer was lost
+                record.unlink(missing_ok=True)
+                return self.dataset(earlier["dataset_id"])
+            if earlier["status"] != "open":
                 upload_id = None
         if upload_id is None:
             upload_id = self._json("POST", "/uploads", expect=(201,), json={
@@ -170,21 +167,24 @@ class Client:
             record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             record.write_text(upload_id)
         try:
-            return self.resume_upload(upload_id, path, progress)
-        finally:
-            if not self._open_upload(upload_id):
+            dataset = self.resume_upload(upload_id, path, progress)
+        except ServiceError:
+            if self._upload_status(upload_id) == "failed":  # rejected for good: a retry starts afresh
                 record.unlink(missing_ok=True)
+            raise
+        record.unlink(missing_ok=True)
+        return dataset
 
     def _resume_record(self, digest: str, size: int) -> Path:
         """Where this client remembers an unfinished upload of the same bytes to the same service."""
         service = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         return settings().data_dir / "client" / "uploads" / f"{service}-{digest}-{size}"
 
-    def _open_upload(self, upload_id: str) -> bool:
+    def _upload_status(self, upload_id: str) -> str:
         try:
-            return self._json("GET", f"/uploads/{upload_id}")["status"] == "open"
+            return self._json("GET", f"/uploads/{upload_id}")["status"]
         except (ServiceError, UsageError):
-            return True
+            return "unknown"
 
     def resume_upload(self, upload_id: str, path: str | Path, progress: Progress | None = None) -> dict:
         """Send the rest of an upload from the offset the service acknowledged, then complete it."""

@@ -6,13 +6,13 @@ image can be reproduced (``cloudmri recon RAW --recipe`` with the stored recipe)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from cloudmri_kernel import __version__
+from cloudmri_kernel.digest import file_sha256
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.mrd.images import image_headers
 from cloudmri_kernel.mrd.reader import MRDFile
@@ -21,14 +21,6 @@ from cloudmri_kernel.recon.engine import ReconOutput
 
 SERIES = "images"
 EXPORT_FORMATS = ("dicom", "nifti", "png")
-
-
-def file_sha256(path: str | Path, chunk: int = 2**22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance(output: ReconOutput, source: str | Path) -> dict:

@@ -86,14 +86,22 @@ class LocalTokens:
 
     path: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cache: tuple[tuple, list[dict]] | None = field(default=None, repr=False)
 
     def _load(self) -> list[dict]:
-        if not self.path.exists():
+        """The token records, parsed again only when the file changed (every request checks a token)."""
+        try:
+            status = self.path.stat()
+        except FileNotFoundError:
             return []
-        mode = self.path.stat().st_mode & 0o777
+        mode = status.st_mode & 0o777
         if mode & 0o077:
             raise UsageError(f"the token file is readable by others (mode {mode:o}): chmod 600 it", self.path)
-        return json.loads(self.path.read_text())["tokens"]
+        version = (status.st_mtime_ns, status.st_size, status.st_ino)
+        cached = self._cache
+        if cached is None or cached[0] != version:
+            cached = self._cache = (version, json.loads(self.path.read_text())["tokens"])
+        return cached[1]
 
     def _save(self, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

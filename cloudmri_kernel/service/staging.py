@@ -61,6 +61,15 @@ class UploadStaging:
                 os.close(fd)
             return current + len(data)
 
+    def remove_all_but(self, open_ids: set[str]) -> list[str]:
+        """Delete staged files of uploads that are no longer open (left by a stop between commit and clean-up)."""
+        removed = []
+        for path in self.directory.glob("*.part"):
+            if path.stem not in open_ids:
+                path.unlink(missing_ok=True)
+                removed.append(path.stem)
+        return removed
+
     def discard(self, upload_id: str) -> None:
         self.path(upload_id).unlink(missing_ok=True)
         self._locks.pop(upload_id, None)

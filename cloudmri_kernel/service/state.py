@@ -10,7 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from cloudmri_kernel.catalog import Catalog
+from cloudmri_kernel.catalog.models import Upload
 from cloudmri_kernel.config import Settings, settings
 from cloudmri_kernel.monitor.audit import AuditLog
 from cloudmri_kernel.service.identity import HubTokens, LocalTokens
@@ -48,9 +51,12 @@ class ServiceState:
         catalog = Catalog.open(config.catalog_url)
         work_dir = service_dir / "work"
         work_dir.mkdir(exist_ok=True, mode=0o700)
+        staging = UploadStaging(service_dir / "staging")
+        with catalog.session() as session:
+            staging.remove_all_but(set(session.scalars(select(Upload.id).where(Upload.status == "open"))))
         return cls(config=config, catalog=catalog, store=ObjectStore.from_settings(config),
                    audit=AuditLog(catalog, config.data_dir / "audit" / "audit.jsonl"), tokens=tokens,
-                   staging=UploadStaging(service_dir / "staging"), images=ImageCache(), work_dir=work_dir,
+                   staging=staging, images=ImageCache(), work_dir=work_dir,
                    max_chunk_bytes=config.upload_chunk_mb << 20)
 
     def cuda_available(self) -> bool:

@@ -73,6 +73,28 @@ def test_interrupted_upload_resumes_where_the_service_acknowledged(api, client_f
     assert failure.value.status == 422 and failure.value.detail["findings"]
 
 
+class LoseCompletion(httpx.BaseTransport):
+    """The service commits the upload, but its answer never arrives."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path.endswith("/complete"):
+            raise httpx.ReadError("connection closed before the answer")
+        return response
+
+
+def test_lost_answer_to_completion_returns_the_committed_dataset(api, client_for, phantom_mrd):
+    with pytest.raises(UsageError, match="cannot reach"):
+        client_for(transport=LoseCompletion(api.http._transport), retries=1).upload(phantom_mrd)
+    second = Flaky(api.http._transport)
+    dataset = client_for(transport=second).upload(phantom_mrd)
+    assert second.chunk_offsets == []  # nothing is sent again
+    assert dataset["sha256"] == hashlib.sha256(phantom_mrd.read_bytes()).hexdigest()
+
+
 def test_retries_when_the_service_is_briefly_unavailable(api, client_for):
     assert client_for(transport=Flaky(api.http._transport, unavailable=3)).whoami()["user"] == "alice"
     with pytest.raises(ServiceError) as failure:

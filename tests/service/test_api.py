@@ -96,6 +96,39 @@ def test_same_file_twice_is_one_dataset(api, phantom_mrd):
     assert first["id"] == second["id"] and len(_stored_objects()) == 1
 
 
+def test_two_users_completing_the_same_file_at_once_get_one_dataset(api, phantom_mrd):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = phantom_mrd.read_bytes()
+    declared = {"filename": "p.h5", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    uploads = []
+    for user in ("alice", "ada"):
+        upload = api.post("/uploads", user, json=declared).json()
+        api.put(f"/uploads/{upload['id']}/chunks", user, params={"offset": 0}, content=data)
+        uploads.append((user, upload["id"]))
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda u: api.post(f"/uploads/{u[1]}/complete", u[0]), uploads))
+    assert [r.status_code for r in replies] == [201, 201]
+    assert replies[0].json()["id"] == replies[1].json()["id"]
+    assert len(api.get("/datasets", "alice").json()) == 1
+
+
+def test_stale_staged_files_are_removed_at_start(api, phantom_mrd, catalog_url):
+    from fastapi.testclient import TestClient
+
+    from cloudmri_kernel.service.app import create_app
+
+    dataset = api.upload(phantom_mrd).json()
+    staging = api.data_dir / "service" / "staging"
+    open_upload = api.post("/uploads", "alice", json={"filename": "x", "size": 10, "sha256": "a" * 64}).json()
+    api.put(f"/uploads/{open_upload['id']}/chunks", "alice", params={"offset": 0}, content=b"12345")
+    leftover = staging / f"{'b' * 32}.part"  # as if the service stopped between commit and clean-up
+    leftover.write_bytes(b"stale")
+    with TestClient(create_app()):
+        assert sorted(p.name for p in staging.iterdir()) == [f"{open_upload['id']}.part"]
+    assert dataset["id"]
+
+
 def test_hash_mismatch_is_rejected_and_nothing_is_stored(api, phantom_mrd):
     reply = api.upload(phantom_mrd, declared_sha256="0" * 64)
     assert reply.status_code == 422 and "was declared" in reply.json()["detail"]

@@ -15,8 +15,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from cloudmri_kernel.catalog.models import Dataset, Site, Subject, Upload
+from cloudmri_kernel.digest import file_sha256
 from cloudmri_kernel.errors import CloudMRIError, UsageError
 from cloudmri_kernel.service.deps import DB, Caller, Service, fetch
 from cloudmri_kernel.service.policy import Forbidden, require_scope
@@ -141,12 +143,28 @@ def _catalog_fields(path) -> dict:
             "vendor": summary["vendor"], "subject": subject}
 
 
+def _get_or_insert(db, query, make):
+    """The row the query finds, or a new one; when a concurrent request inserts the same row first (two users
+    completing the same file at once), the unique constraint stops the second insert and its row is used."""
+    row = db.scalar(query)
+    if row is not None:
+        return row
+    try:
+        with db.begin_nested():
+            row = make()
+            db.add(row)
+    except IntegrityError:
+        row = db.scalar(query)
+        if row is None:
+            raise
+    return row
+
+
 @router.post("/uploads/{upload_id}/complete", status_code=201, response_model=DatasetOut,
              responses={409: {"model": Problem}, 422: {"model": Problem}})
 def complete_upload(upload_id: str, request: Request, caller: Caller, db: DB, service: Service):
     """Check the declared SHA-256 and the MRD file; store it encrypted and register the dataset."""
     from cloudmri_kernel.mrd.validate import validate_file
-    from cloudmri_kernel.recon.output import file_sha256
 
     upload = _own_upload(db, request, caller, upload_id)
     if upload.status == "complete":
@@ -172,22 +190,16 @@ def complete_upload(upload_id: str, request: Request, caller: Caller, db: DB, se
     except CloudMRIError as exc:
         return _fail(db, service, upload, 422, {"message": str(exc), "findings": findings})
     stored = service.store.put(staged, upload.site, expected_sha256=upload.sha256)
-    dataset = db.scalar(select(Dataset).where(Dataset.site == upload.site, Dataset.sha256 == stored.sha256))
-    if dataset is None:
-        subject_id = None
-        if fields["subject"]:
-            subject = db.scalar(select(Subject).where(Subject.site == upload.site,
-                                                      Subject.pseudonym == fields["subject"]))
-            if subject is None:
-                subject = Subject(site=upload.site, pseudonym=fields["subject"])
-                db.add(subject)
-                db.flush()
-            subject_id = subject.id
-        dataset = Dataset(site=upload.site, subject_id=subject_id, sha256=stored.sha256, size=stored.size,
-                          filename=upload.filename, uploaded_by=caller.user,
-                          **{k: v for k, v in fields.items() if k != "subject"})
-        db.add(dataset)
-        db.flush()
+    subject = None
+    if fields["subject"]:
+        subject = _get_or_insert(db, select(Subject).where(Subject.site == upload.site,
+                                                           Subject.pseudonym == fields["subject"]),
+                                 lambda: Subject(site=upload.site, pseudonym=fields["subject"]))
+    dataset = _get_or_insert(
+        db, select(Dataset).where(Dataset.site == upload.site, Dataset.sha256 == stored.sha256),
+        lambda: Dataset(site=upload.site, subject_id=subject.id if subject else None, sha256=stored.sha256,
+                        size=stored.size, filename=upload.filename, uploaded_by=caller.user,
+                        **{k: v for k, v in fields.items() if k != "subject"}))
     upload.status, upload.dataset_id = "complete", dataset.id
     request.state.dataset_id = dataset.id
     db.commit()
