@@ -56,12 +56,23 @@ def _json_out(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+def _cell(column: str, value) -> str:
+    if value is None:
+        return ""
+    if column.endswith("_at") or column == "timestamp":
+        return str(value)[:19].replace("T", " ")  # to the second, in UTC as the service gives it
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
+    for column in columns:  # IDs are what people copy into the next command: never cut them
+        table.add_column(column.removesuffix("_t").replace("_", " "), no_wrap=column.endswith("id"),
+                         overflow="fold")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(_cell(c, row.get(c)) for c in columns))
     out.print(table)
 
 
@@ -216,7 +227,7 @@ def list_datasets(
                      for k, v in (("acquired_from", since), ("acquired_to", until))}
             rows = client.datasets(site=site, subject=subject, sequence=sequence, field_strength_t=field_strength,
                                    text=text, limit=limit, **aware)
-            columns = ["id", "site", "filename", "subject", "sequence", "field_strength_t", "acquired_at", "size"]
+            columns = ["id", "site", "filename", "sequence", "field_strength_t", "acquired_at", "subject"]
     if as_json:
         _json_out(rows)
     else:
@@ -387,4 +398,4 @@ def audit(
     if as_json:
         _json_out(rows)
     else:
-        _table(rows, ["id", "timestamp", "user", "action", "outcome", "status_code", "dataset_id", "reason"])
+        _table(rows, ["timestamp", "user", "action", "status_code", "dataset_id", "reason"])

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         description="Size of one upload chunk; the service refuses larger request bodies (413). "
         "Example: CLOUDMRI_UPLOAD_CHUNK_MB=32",
     )
+    upload_expiry_hours: float = Field(
+        default=72,
+        gt=0,
+        description="An unfinished upload that has not moved for this long is given up at the next service "
+        "start, and its staged bytes are deleted. Example: CLOUDMRI_UPLOAD_EXPIRY_HOURS=168",
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -61,7 +61,7 @@ def fetch(db: Session, model: type[T], object_id: str, request: Request | None =
     """The row with this ID, or 404 (malformed IDs are 404 too: they name nothing)."""
     row = db.get(model, object_id) if _ID.fullmatch(object_id) else None
     if row is None:
-        raise NotFound(f"no {model.__tablename__.rstrip('s').replace('_', ' ')} with ID '{object_id[:64]}'")
+        raise NotFound(f"no {model.__name__.lower()} with ID '{object_id[:64]}'")
     if request is not None:
         dataset_id = getattr(row, "dataset_id", None) or (object_id if model.__tablename__ == "datasets" else None)
         request.state.dataset_id = dataset_id

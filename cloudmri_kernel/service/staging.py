@@ -61,6 +61,11 @@ class UploadStaging:
                 os.close(fd)
             return current + len(data)
 
+    def last_write(self, upload_id: str) -> float | None:
+        """When bytes last arrived (POSIX time), or None when none have."""
+        path = self.path(upload_id)
+        return path.stat().st_mtime if path.exists() else None
+
     def remove_all_but(self, open_ids: set[str]) -> list[str]:
         """Delete staged files of uploads that are no longer open (left by a stop between commit and clean-up)."""
         removed = []

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from cloudmri_kernel.catalog import Catalog
-from cloudmri_kernel.catalog.models import Upload
+from cloudmri_kernel.catalog.models import Upload, utcnow
 from cloudmri_kernel.config import Settings, settings
 from cloudmri_kernel.monitor.audit import AuditLog
 from cloudmri_kernel.service.identity import HubTokens, LocalTokens
@@ -52,8 +53,7 @@ class ServiceState:
         work_dir = service_dir / "work"
         work_dir.mkdir(exist_ok=True, mode=0o700)
         staging = UploadStaging(service_dir / "staging")
-        with catalog.session() as session:
-            staging.remove_all_but(set(session.scalars(select(Upload.id).where(Upload.status == "open"))))
+        expire_stale_uploads(catalog, staging, timedelta(hours=config.upload_expiry_hours))
         return cls(config=config, catalog=catalog, store=ObjectStore.from_settings(config),
                    audit=AuditLog(catalog, config.data_dir / "audit" / "audit.jsonl"), tokens=tokens,
                    staging=staging, images=ImageCache(), work_dir=work_dir,
@@ -66,6 +66,23 @@ class ServiceState:
 
     def close(self) -> None:
         self.catalog.dispose()
+
+
+def expire_stale_uploads(catalog: Catalog, staging: UploadStaging, expiry: timedelta) -> list[str]:
+    """Give up uploads that have not moved for ``expiry`` and delete staged bytes no open upload owns, so that
+    plaintext does not linger in the staging area."""
+    cutoff = utcnow() - expiry
+    expired = []
+    with catalog.session() as session:
+        for upload in session.scalars(select(Upload).where(Upload.status == "open")):
+            written = staging.last_write(upload.id)
+            last = max(upload.updated_at, datetime.fromtimestamp(written, UTC)) if written else upload.updated_at
+            if last < cutoff:
+                upload.status, upload.error = "failed", {"detail": f"no bytes arrived for {expiry}: expired"}
+                expired.append(upload.id)
+        still_open = set(session.scalars(select(Upload.id).where(Upload.status == "open")))
+    staging.remove_all_but(still_open)
+    return expired
 
 
 def local_tokens(config: Settings | None = None) -> LocalTokens:

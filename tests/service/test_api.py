@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from cloudmri_kernel.catalog import Catalog
-from cloudmri_kernel.catalog.models import AuditEvent, Dataset
+from cloudmri_kernel.catalog.models import AuditEvent, Dataset, Upload
 from cloudmri_kernel.store import ObjectStore
 
 
@@ -124,8 +125,17 @@ def test_stale_staged_files_are_removed_at_start(api, phantom_mrd, catalog_url):
     api.put(f"/uploads/{open_upload['id']}/chunks", "alice", params={"offset": 0}, content=b"12345")
     leftover = staging / f"{'b' * 32}.part"  # as if the service stopped between commit and clean-up
     leftover.write_bytes(b"stale")
+    abandoned = api.post("/uploads", "alice", json={"filename": "y", "size": 10, "sha256": "c" * 64}).json()
+    api.put(f"/uploads/{abandoned['id']}/chunks", "alice", params={"offset": 0}, content=b"123")
+    four_days_ago = datetime.now(UTC) - timedelta(days=4)
+    os.utime(staging / f"{abandoned['id']}.part", (four_days_ago.timestamp(),) * 2)
+    with Catalog.open(catalog_url).session() as session:
+        session.get(Upload, abandoned["id"]).updated_at = four_days_ago
     with TestClient(create_app()):
         assert sorted(p.name for p in staging.iterdir()) == [f"{open_upload['id']}.part"]
+        expired = api.get(f"/uploads/{abandoned['id']}", "alice").json()
+    assert expired["status"] == "failed"
+    assert api.get(f"/uploads/{open_upload['id']}", "alice").json()["offset"] == 5
     assert dataset["id"]
 
 
