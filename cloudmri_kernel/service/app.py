@@ -20,7 +20,7 @@ from cloudmri_kernel import __version__
 from cloudmri_kernel.config import Settings
 from cloudmri_kernel.crypto import IntegrityError
 from cloudmri_kernel.errors import CloudMRIError, UsageError
-from cloudmri_kernel.service import browser_login
+from cloudmri_kernel.service import browser_login, service_prefix
 from cloudmri_kernel.service.deps import NotFound
 from cloudmri_kernel.service.identity import AuthenticationError
 from cloudmri_kernel.service.jobs import JobRunner
@@ -46,6 +46,8 @@ def _category(action: str, status: int) -> str:
 def create_app(config: Settings | None = None, recon_workers: int | None = None) -> FastAPI:
     """The ASGI application. ``recon_workers``: Dask worker processes per reconstruction job (None: the
     configured Dask scheduler, else in the service's job thread)."""
+    base = service_prefix()
+    api = base.rstrip("/") + API
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,15 +63,16 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
             service.close()
 
     app = FastAPI(title="Cloud-MRI API", version=__version__, lifespan=lifespan,
+                  openapi_url=f"{base}openapi.json", docs_url=f"{base}docs", redoc_url=None,
                   description="The Cloud-MRI Workbench's data service: encrypted raw-data store, catalog, "
                   "reconstruction jobs, images, reading workflow, grants and audit. Authenticate with "
                   "'Authorization: token YOUR_JUPYTERHUB_TOKEN'.")
     for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, grants.router,
                    admin.router):
-        app.include_router(router, prefix=API)
-    app.include_router(browser_login.router)
+        app.include_router(router, prefix=api)
+    app.include_router(browser_login.router, prefix=base.rstrip("/"))
 
-    @app.get("/health", tags=["admin"])
+    @app.get(f"{base}health", tags=["admin"])
     def health() -> dict:
         return {"status": "ok", "version": __version__}
 
@@ -133,7 +136,7 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
             except Exception:
                 log.exception("internal error on %s %s", request.method, request.url.path)
                 response = problem(500, "internal error: the service logged it")
-        if request.url.path.startswith(API):
+        if request.url.path.startswith(api):
             await run_in_threadpool(_audit, request, response.status_code)
         return response
 

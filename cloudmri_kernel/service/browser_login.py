@@ -27,6 +27,7 @@ from fastapi import APIRouter, Cookie, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.service import service_prefix
 
 SESSION_COOKIE = "cloudmri-session"
 STATE_COOKIE = "cloudmri-oauth-state"
@@ -89,7 +90,7 @@ def oauth_login(request: Request, next_url: Annotated[str | None, Query(alias="n
     response = RedirectResponse(target, status_code=302)
     secure = request.url.scheme == "https"
     response.set_cookie(STATE_COOKIE, f"{state}:{_safe_next(next_url)}", max_age=600, httponly=True,
-                        samesite="lax", secure=secure)
+                        samesite="lax", secure=secure, path=service_prefix())
     return response
 
 
@@ -106,6 +107,7 @@ def oauth_callback(request: Request, code: Annotated[str, Query(max_length=4096)
     token = client.exchange(code)
     response = RedirectResponse(_safe_next(next_url), status_code=302)
     secure = request.url.scheme == "https"
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure)
-    response.delete_cookie(STATE_COOKIE)
+    # only this service sees the cookie: not the hub, not users' servers under the same host
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure, path=service_prefix())
+    response.delete_cookie(STATE_COOKIE, path=service_prefix())
     return response
