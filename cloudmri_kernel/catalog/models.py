@@ -278,6 +278,7 @@ class AuditEvent(Base):
                                     autoincrement=True)
     timestamp: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     user: Mapped[str | None] = mapped_column(USER)
+    site: Mapped[str | None] = mapped_column(NAME, index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
     category: Mapped[str] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(16))

@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from cloudmri_kernel.catalog.models import AuditEvent, utcnow
+from cloudmri_kernel.catalog.models import AuditEvent, Dataset, utcnow
 
 ECS_VERSION = "8.11.0"
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ def to_ecs(event: AuditEvent) -> dict[str, Any]:
         "event": {"kind": "event", "action": event.action, "category": [event.category], "outcome": event.outcome,
                   "sequence": event.id},
         "user": {"name": event.user} if event.user else {},
+        "organization": {"name": event.site} if event.site else {},
         "service": {"name": "cloudmri-api"},
     }
     if event.source_ip:
@@ -69,10 +70,11 @@ class AuditLog:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, action: str, category: str, outcome: str, user: str | None = None, *,
-               source_ip: str | None = None, http_method: str | None = None, path: str | None = None,
+               site: str | None = None, source_ip: str | None = None, http_method: str | None = None,
+               path: str | None = None,
                status_code: int | None = None, dataset_id: str | None = None, object_id: str | None = None,
                reason: str = "", details: dict | None = None, timestamp: datetime | None = None) -> AuditEvent:
-        event = AuditEvent(timestamp=timestamp or utcnow(), user=user, action=action, category=category,
+        event = AuditEvent(timestamp=timestamp or utcnow(), user=user, site=site, action=action, category=category,
                            outcome=outcome, source_ip=source_ip, http_method=http_method, path=path,
                            status_code=status_code, dataset_id=dataset_id, object_id=object_id, reason=reason,
                            details=details or {})
@@ -95,9 +97,14 @@ class AuditLog:
 
     def query(self, user: str | None = None, action: str | None = None, outcome: str | None = None,
               dataset_id: str | None = None, since: datetime | None = None, limit: int = 100,
-              before_id: int | None = None) -> list[AuditEvent]:
-        """Newest first."""
+              before_id: int | None = None, site: str | None = None) -> list[AuditEvent]:
+        """Newest first. ``site``: only what a site's admin may see: its users' events, every event on its
+        datasets (other sites' attempts included), and requests no one could be identified for."""
         statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if site is not None:
+            statement = statement.where(or_(AuditEvent.site == site, AuditEvent.site.is_(None),
+                                            AuditEvent.dataset_id.in_(select(Dataset.id).where(
+                                                Dataset.site == site))))
         for column, value in ((AuditEvent.user, user), (AuditEvent.action, action),
                               (AuditEvent.outcome, outcome), (AuditEvent.dataset_id, dataset_id)):
             if value is not None:

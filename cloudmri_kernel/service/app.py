@@ -150,7 +150,8 @@ def _audit(request: Request, status: int) -> None:
     try:
         request.app.state.service.audit.record(
             action, _category(action, status), "success" if status < 400 else "failure",
-            getattr(request.state, "user", None), source_ip=request.client.host if request.client else None,
+            getattr(request.state, "user", None), site=getattr(request.state, "site", None),
+            source_ip=request.client.host if request.client else None,
             http_method=request.method, path=request.url.path[:1024], status_code=status,
             dataset_id=getattr(request.state, "dataset_id", None),
             object_id=getattr(request.state, "object_id", None), reason=reason)

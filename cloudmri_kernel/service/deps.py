@@ -39,7 +39,7 @@ def identity(request: Request, authorization: Annotated[str | None, Security(aut
         who = service.tokens.identify(cookie)
     else:
         who = service.tokens.identify(token_from_header(authorization))
-    request.state.user = who.user
+    request.state.user, request.state.site = who.user, who.site
     return who
 
 

@@ -209,6 +209,7 @@ class AuditOut(Out):
     id: int
     timestamp: datetime
     user: str | None
+    site: str | None
     action: str
     category: str
     outcome: str

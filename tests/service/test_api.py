@@ -381,6 +381,20 @@ def test_audit_is_admin_only_and_written_as_ecs_json_lines(api, dataset, catalog
     assert count == len(lines)
 
 
+def test_each_site_admin_reads_its_own_sites_audit(api, dataset):
+    api.get("/datasets", "bob")
+    api.get(f"/datasets/{dataset['id']}", "bob")  # refused: siteA's data
+    site_b = api.get("/audit", "bea", params={"limit": 1000}).json()
+    assert {e["user"] for e in site_b} == {"bob"}  # (this very query is audited after it answers)
+    assert all(e["site"] == "siteB" for e in site_b)
+    site_a = api.audit_rows()
+    assert "alice" in {e["user"] for e in site_a}
+    attempts = [e for e in site_a if e["user"] == "bob"]
+    assert [(e["action"], e["status_code"]) for e in attempts] == [("get_dataset", 403)]  # on siteA's dataset
+    line = json.loads((api.data_dir / "audit" / "audit.jsonl").read_text().splitlines()[-1])
+    assert line["organization"]["name"] in ("siteA", "siteB")
+
+
 def test_flipped_bit_is_detected_on_read(api, dataset):
     stored = next((api.data_dir / "store").rglob(dataset["sha256"]))
     data = bytearray(stored.read_bytes())

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from cloudmri_kernel.catalog.models import Site
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.service.deps import DB, Caller, Service
-from cloudmri_kernel.service.policy import require_scope
+from cloudmri_kernel.service.policy import Forbidden, require_scope
 from cloudmri_kernel.service.schemas import AuditOut, SiteIn, SiteOut, WhoAmI
 
 router = APIRouter(tags=["admin"])
@@ -47,9 +47,12 @@ def audit(caller: Caller, service: Service,
           since: datetime | None = None,
           before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list:
-    """Audit events, newest first (admins)."""
+    """Audit events of the admin's site, newest first: its users' requests, all requests on its datasets
+    (refused attempts from other sites included), and unauthenticated ones."""
     require_scope(caller, "admin")
+    if caller.site is None:
+        raise Forbidden(f"{caller.user} belongs to no site, so has no site's audit log to read")
     if since is not None and since.tzinfo is None:
         raise UsageError("since needs a time zone, e.g. 2026-11-01T00:00:00Z")
     return service.audit.query(user=user, action=action, outcome=outcome, dataset_id=dataset_id, since=since,
-                               limit=limit, before_id=before_id)
+                               limit=limit, before_id=before_id, site=caller.site)

@@ -247,6 +247,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
         sa.Column("user", sa.String(length=255), nullable=True),
+        sa.Column("site", sa.String(length=64), nullable=True),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("category", sa.String(length=32), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
@@ -262,6 +263,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_audit_events_action"), "audit_events", ["action"])
     op.create_index(op.f("ix_audit_events_dataset_id"), "audit_events", ["dataset_id"])
+    op.create_index(op.f("ix_audit_events_site"), "audit_events", ["site"])
     op.create_index(op.f("ix_audit_events_timestamp"), "audit_events", ["timestamp"])
     op.create_index("ix_audit_events_user_time", "audit_events", ["user", "timestamp"])
     op.create_table(
