@@ -399,3 +399,42 @@ def audit(
         _json_out(rows)
     else:
         _table(rows, ["timestamp", "user", "action", "status_code", "dataset_id", "reason"])
+
+
+@app.command()
+@reports_errors
+def up(
+    demo: Annotated[bool, typer.Option("--demo", help="Demo accounts (one per role) and demo datasets.")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Where people open the workbench.")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="All state: hub, catalog, store, keys, audit "
+                                                  "(default CLOUDMRI_DATA_DIR).")] = None,
+    ip: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless a TLS proxy is in front.")]
+    = "127.0.0.1",
+) -> None:
+    """Start the multi-user workbench: JupyterHub, its proxy and the Cloud-MRI API service (Ctrl-C stops)."""
+    import signal as signals
+
+    from cloudmri_kernel.config import settings
+    from cloudmri_kernel.up import start
+
+    directory = (data_dir or settings().data_dir).expanduser().resolve()
+    err.print(f"starting the workbench in {directory} …", highlight=False)
+    workbench = start(directory, port=port, demo=demo, ip=ip)
+    signals.signal(signals.SIGTERM, signals.default_int_handler)  # stop on SIGTERM as on Ctrl-C
+    out.print(f"Cloud-MRI Workbench: {workbench.url}/", highlight=False)
+    if demo:
+        for name, password in workbench.demo_passwords.items():
+            out.print(f"  {name:<12} password {password}", highlight=False)
+    else:
+        out.print("  first start: sign up as 'admin' at /hub/signup (approved automatically); others sign up and "
+                  "an admin approves them at /hub/authorize", highlight=False)
+    out.print("Ctrl-C stops it; `cloudmri up` on the same data directory resumes.", highlight=False)
+    sys.stdout.flush()
+    try:
+        code = workbench.process.wait()
+    except KeyboardInterrupt:
+        err.print("stopping …", highlight=False)
+        workbench.stop()
+        code = 0
+    if code:
+        raise UsageError(f"JupyterHub exited with status {code}; see {workbench.hub_dir / 'jupyterhub.log'}")

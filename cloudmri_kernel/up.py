@@ -1,0 +1,174 @@
+"""``cloudmri up``: the whole workbench on one machine — JupyterHub, its proxy, and the Cloud-MRI API service
+(which the hub starts and restarts as a managed service, with its Dask cluster).
+
+The hub runs as a child process with ``hub_config/jupyterhub_config.py``; state stays under the data
+directory, so a second ``up`` on the same directory resumes with all users and data. ``--demo`` adds one
+account per role at a demo site (passwords generated once, kept in a 0600 file) and uploads phantom scans and,
+when ``../shared/data`` is there, the real GRAPPA scan. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cloudmri_kernel.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_CONFIG = ROOT / "hub_config" / "jupyterhub_config.py"
+SHARED_GRAPPA = ROOT.parent / "shared" / "data" / "siemens_ssfp_grappa_r3.h5"
+DEMO_SITE = "demo"
+DEMO_USERS = {"researcher": "researchers", "radiologist": "radiologists", "instructor": "instructors",
+              "admin": "admins"}
+
+
+@dataclass
+class Workbench:
+    url: str
+    process: subprocess.Popen
+    hub_dir: Path
+    manager_token: str
+    demo_passwords: dict[str, str]
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the hub (it stops the proxy and the API service it started), then the whole group."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything the hub left behind in its group
+        except ProcessLookupError:
+            pass
+        return self.process.returncode
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _check_writable(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise UsageError(f"the data directory is not writable ({exc.strerror})", data_dir) from None
+
+
+def _private_text(path: Path, make: Callable[[], str]) -> str:
+    """Read a 0600 file, or create it with ``make()``; refuse one that others can read."""
+    from cloudmri_kernel.crypto.keyfiles import create_secret, read_secret
+
+    if not path.exists():
+        try:
+            create_secret(path, make().encode())
+        except FileExistsError:
+            pass
+    return read_secret(path, 1, what="secret file").decode()
+
+
+def _demo_passwords(hub_dir: Path) -> dict[str, str]:
+    text = _private_text(hub_dir / "demo-accounts.json",
+                         lambda: json.dumps({name: secrets.token_urlsafe(12) for name in DEMO_USERS}))
+    return json.loads(text)
+
+
+def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0.0.1",
+          log: Path | None = None) -> Workbench:
+    """Start the hub and wait until it and the API service answer."""
+    if not HUB_CONFIG.exists():
+        raise UsageError("the hub configuration is missing: run from a checkout of the workbench", HUB_CONFIG)
+    _check_writable(data_dir)
+    hub_dir = data_dir / "hub"
+    hub_dir.mkdir(exist_ok=True, mode=0o700)
+    manager_token_file = hub_dir / "manager.token"
+    manager_token = _private_text(manager_token_file, lambda: secrets.token_hex(32))
+    env = {**os.environ, "CLOUDMRI_DATA_DIR": str(data_dir), "CLOUDMRI_HUB_IP": ip, "CLOUDMRI_HUB_PORT": str(port),
+           "CLOUDMRI_HUB_INTERNAL_PORT": str(_free_port()), "CLOUDMRI_PROXY_API_PORT": str(_free_port()),
+           "CLOUDMRI_SERVICE_PORT": str(_free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file)}
+    passwords: dict[str, str] = {}
+    if demo:
+        passwords = _demo_passwords(hub_dir)
+        groups = {group: {"users": [name]} for name, group in DEMO_USERS.items()}
+        groups[f"site-{DEMO_SITE}"] = {"users": list(DEMO_USERS)}
+        env.update({"CLOUDMRI_DEMO_ACCOUNTS": str(hub_dir / "demo-accounts.json"),
+                    "CLOUDMRI_HUB_GROUPS": json.dumps(groups)})
+    output = open(log or hub_dir / "jupyterhub.log", "ab")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)],
+                               cwd=hub_dir, env=env, stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    output.close()
+    url = f"http://{ip}:{port}"
+    workbench = Workbench(url, process, hub_dir, manager_token, passwords)
+    try:
+        _wait_until_up(workbench)
+        if demo:
+            _seed_demo(workbench)
+    except BaseException:
+        workbench.stop()
+        raise
+    return workbench
+
+
+def _wait_until_up(workbench: Workbench, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for path in ("/hub/health", "/services/cloudmri/health"):
+        while True:
+            try:
+                if httpx.get(workbench.url + path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if workbench.process.poll() is not None:
+                tail = (workbench.hub_dir / "jupyterhub.log").read_text(errors="replace")[-2000:]
+                raise UsageError(f"JupyterHub stopped while starting; the end of its log:\n{tail}")
+            if time.monotonic() > deadline:
+                raise UsageError(f"the workbench did not answer on {workbench.url}{path} within {timeout:.0f} s; "
+                                 f"see {workbench.hub_dir / 'jupyterhub.log'}")
+            time.sleep(0.3)
+
+
+def user_token(workbench: Workbench, user: str, note: str) -> str:
+    """A hub API token for ``user`` (with the scopes of their roles), made with the manager service's token."""
+    reply = httpx.post(f"{workbench.url}/hub/api/users/{user}/tokens", json={"note": note}, timeout=30,
+                       headers={"Authorization": f"token {workbench.manager_token}"})
+    if reply.status_code != 201:
+        raise UsageError(f"JupyterHub refused a token for {user}: {reply.status_code} {reply.text[:200]}")
+    return reply.json()["token"]
+
+
+def _seed_demo(workbench: Workbench) -> None:
+    """Phantom scans (and the real GRAPPA scan) in the demo site, uploaded once by the demo researcher."""
+    from cloudmri_kernel.client import Client
+    from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+
+    token = user_token(workbench, "researcher", "cloudmri up --demo")
+    with Client(f"{workbench.url}/services/cloudmri", token) as client:
+        if client.datasets(limit=1):
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, spec in (("phantom_full.h5", PhantomSpec(matrix=128, coils=8)),
+                               ("phantom_grappa_r4.h5", PhantomSpec(matrix=128, coils=8, accel=4, calib=24)),
+                               ("phantom_cs_r4.h5", PhantomSpec(matrix=128, coils=8, accel=4, pattern="poisson"))):
+                client.upload(write_phantom(Path(scratch) / name, spec))
+        if SHARED_GRAPPA.exists():
+            client.upload(SHARED_GRAPPA)
