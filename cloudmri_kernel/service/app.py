@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,7 @@ from cloudmri_kernel import __version__
 from cloudmri_kernel.config import Settings
 from cloudmri_kernel.crypto import IntegrityError
 from cloudmri_kernel.errors import CloudMRIError, UsageError
-from cloudmri_kernel.service import browser_login, service_prefix
+from cloudmri_kernel.service import browser_login, metrics, service_prefix
 from cloudmri_kernel.service.deps import NotFound
 from cloudmri_kernel.service.identity import AuthenticationError
 from cloudmri_kernel.service.jobs import JobRunner
@@ -53,6 +54,7 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
     async def lifespan(app: FastAPI):
         service = ServiceState.open(config)
         app.state.service = service
+        app.state.metrics = metrics.ServiceMetrics(service)
         app.state.oauth = browser_login.HubOAuthClient.from_environment()
         app.state.jobs = JobRunner(service, workers=recon_workers)
         app.state.jobs.resume_pending()
@@ -68,7 +70,7 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
                   "reconstruction jobs, images, reading workflow, grants and audit. Authenticate with "
                   "'Authorization: token YOUR_JUPYTERHUB_TOKEN'.")
     for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, grants.router,
-                   admin.router):
+                   admin.router, metrics.router):
         app.include_router(router, prefix=api)
     app.include_router(browser_login.router, prefix=base.rstrip("/"))
 
@@ -126,6 +128,7 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
 
     @app.middleware("http")
     async def audit_every_request(request: Request, call_next):
+        started = time.perf_counter()
         limit = request.app.state.service.max_chunk_bytes + (1 << 16)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -136,6 +139,7 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
             except Exception:
                 log.exception("internal error on %s %s", request.method, request.url.path)
                 response = problem(500, "internal error: the service logged it")
+        request.app.state.metrics.observe(request, response.status_code, time.perf_counter() - started)
         if request.url.path.startswith(api):
             await run_in_threadpool(_audit, request, response.status_code)
         return response

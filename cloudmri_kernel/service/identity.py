@@ -35,6 +35,7 @@ SCOPES = {
     "label": "Draw and save the caller's own labels and quality scores.",
     "report": "Write and sign radiology reports; see the worklist.",
     "admin": "Manage the site: grants, worklist assignments, the audit log.",
+    "metrics": "Read the service's Prometheus metrics.",
 }
 ROLE_SCOPES = {
     "researcher": ["upload", "read-raw", "read-images", "recon", "label"],
