@@ -104,7 +104,7 @@ def service(
     elif not (config.hub_api_url or os.environ.get("JUPYTERHUB_API_URL")):
         raise UsageError("no JupyterHub to check tokens with (CLOUDMRI_HUB_API_URL or JUPYTERHUB_API_URL): "
                          "run 'cloudmri service --local' to use local tokens")
-    err.print(f"Cloud-MRI API on http://{host}:{port} (OpenAPI: /docs), data in {config.data_dir}",
+    err.print(f"Cloud-MRI API on http://{host}:{port} (OpenAPI spec: /openapi.json), data in {config.data_dir}",
               highlight=False)
     run(host, port, config, recon_workers=workers or None)
 
@@ -420,7 +420,9 @@ def up(
     directory = (data_dir or settings().data_dir).expanduser().resolve()
     err.print(f"starting the workbench in {directory} …", highlight=False)
     workbench = start(directory, port=port, demo=demo, ip=ip)
-    signals.signal(signals.SIGTERM, signals.default_int_handler)  # stop on SIGTERM as on Ctrl-C
+    # Ctrl-C and SIGTERM stop everything, even when a shell started us in the background with SIGINT ignored
+    for signal_number in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(signal_number, signals.default_int_handler)
     out.print(f"Cloud-MRI Workbench: {workbench.url}/", highlight=False)
     if demo:
         for name, password in workbench.demo_passwords.items():

@@ -65,7 +65,8 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
             service.close()
 
     app = FastAPI(title="Cloud-MRI API", version=__version__, lifespan=lifespan,
-                  openapi_url=f"{base}openapi.json", docs_url=f"{base}docs", redoc_url=None,
+                  # no /docs: FastAPI's Swagger page loads its scripts from a CDN, which hospitals may not reach
+                  openapi_url=f"{base}openapi.json", docs_url=None, redoc_url=None,
                   description="The Cloud-MRI Workbench's data service: encrypted raw-data store, catalog, "
                   "reconstruction jobs, images, reading workflow, grants and audit. Authenticate with "
                   "'Authorization: token YOUR_JUPYTERHUB_TOKEN'.")

@@ -1,6 +1,6 @@
 """Browser sign-in through JupyterHub's OAuth provider (the flow of JupyterHub's ``HubOAuth``).
 
-Kernels send their token in a header; a browser (an ``<img>`` tile in a Voilà app, the ``/docs`` page) has
+Kernels send their token in a header; a browser (an ``<img>`` tile in a Voilà app, a link to an image) has
 only cookies. ``GET /oauth_login`` sends it to the hub's ``/hub/api/oauth2/authorize``; the hub redirects back
 to ``/oauth_callback`` with a code, which the service exchanges (with its client secret, the service's API
 token) for an access token of that user, kept in an HttpOnly cookie. The cookie is honoured only for GET and
