@@ -63,7 +63,7 @@ def _read_token_file(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _token() -> str | None:
+def default_token() -> str | None:
     """The caller's token: CLOUDMRI_SERVICE_TOKEN, …_TOKEN_FILE, JUPYTERHUB_API_TOKEN, then the saved one."""
     config = settings()
     if config.service_token:
@@ -87,7 +87,7 @@ class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.25, transport: httpx.BaseTransport | None = None):
         self.url = (url or settings().service_url).rstrip("/")
-        token = token or _token()
+        token = token or default_token()
         if not token:
             raise UsageError("no token: set CLOUDMRI_SERVICE_TOKEN_FILE, run inside JupyterHub, or save one with "
                              "'cloudmri service token create … --save'")
