@@ -433,7 +433,7 @@ def up(
     out.print("Ctrl-C stops it; `cloudmri up` on the same data directory resumes.", highlight=False)
     sys.stdout.flush()
     try:
-        code = workbench.process.wait()
+        code = workbench.hub.wait()
     except KeyboardInterrupt:
         err.print("stopping …", highlight=False)
         workbench.stop()

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.processes import ProcessGroup, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_CONFIG = ROOT / "hub_config" / "jupyterhub_config.py"
@@ -36,33 +36,14 @@ DEMO_USERS = {"researcher": "researchers", "radiologist": "radiologists", "instr
 @dataclass
 class Workbench:
     url: str
-    process: subprocess.Popen
+    hub: ProcessGroup
     hub_dir: Path
     manager_token: str
     demo_passwords: dict[str, str]
 
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the hub (it stops the proxy and the API service it started), then the whole group."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything the hub left behind in its group
-        except ProcessLookupError:
-            pass
-        return self.process.returncode
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM the hub (it stops the proxy and the API service it started), then end its whole group."""
+        return self.hub.stop(signal.SIGTERM, timeout)
 
 
 def _check_writable(data_dir: Path) -> None:
@@ -103,8 +84,8 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
     manager_token_file = hub_dir / "manager.token"
     manager_token = _private_text(manager_token_file, lambda: secrets.token_hex(32))
     env = {**os.environ, "CLOUDMRI_DATA_DIR": str(data_dir), "CLOUDMRI_HUB_IP": ip, "CLOUDMRI_HUB_PORT": str(port),
-           "CLOUDMRI_HUB_INTERNAL_PORT": str(_free_port()), "CLOUDMRI_PROXY_API_PORT": str(_free_port()),
-           "CLOUDMRI_SERVICE_PORT": str(_free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file)}
+           "CLOUDMRI_HUB_INTERNAL_PORT": str(free_port()), "CLOUDMRI_PROXY_API_PORT": str(free_port()),
+           "CLOUDMRI_SERVICE_PORT": str(free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file)}
     passwords: dict[str, str] = {}
     if demo:
         passwords = _demo_passwords(hub_dir)
@@ -112,13 +93,10 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
         groups[f"site-{DEMO_SITE}"] = {"users": list(DEMO_USERS)}
         env.update({"CLOUDMRI_DEMO_ACCOUNTS": str(hub_dir / "demo-accounts.json"),
                     "CLOUDMRI_HUB_GROUPS": json.dumps(groups)})
-    output = open(log or hub_dir / "jupyterhub.log", "ab")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)],
-                               cwd=hub_dir, env=env, stdout=output, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    output.close()
-    url = f"http://{ip}:{port}"
-    workbench = Workbench(url, process, hub_dir, manager_token, passwords)
+    hub = ProcessGroup([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)], env,
+                       log or hub_dir / "jupyterhub.log", cwd=hub_dir)
+    hub.start()
+    workbench = Workbench(f"http://{ip}:{port}", hub, hub_dir, manager_token, passwords)
     try:
         _wait_until_up(workbench)
         if demo:
@@ -138,8 +116,8 @@ def _wait_until_up(workbench: Workbench, timeout: float = 120) -> None:
                     break
             except httpx.HTTPError:
                 pass
-            if workbench.process.poll() is not None:
-                tail = (workbench.hub_dir / "jupyterhub.log").read_text(errors="replace")[-2000:]
+            if workbench.hub.exited():
+                tail = workbench.hub.log_since_start()[-2000:]
                 raise UsageError(f"JupyterHub stopped while starting; the end of its log:\n{tail}")
             if time.monotonic() > deadline:
                 raise UsageError(f"the workbench did not answer on {workbench.url}{path} within {timeout:.0f} s; "

@@ -13,13 +13,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+
+from cloudmri_kernel.processes import free_port
 
 DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 STARTUP_ATTEMPTS = 3  # a free port can be taken by another process between choosing and binding it
@@ -200,13 +201,6 @@ def _server_user() -> pwd.struct_passwd | None:
     except KeyError:
         raise RuntimeError("PostgreSQL refuses to run as root, and there is no `postgres` system user to run it "
                            "as: run the tests as another user, or install Debian's postgresql package") from None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _checked_name(name: str) -> str:

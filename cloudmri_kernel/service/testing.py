@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from cloudmri_kernel.catalog.testing import free_port
+from cloudmri_kernel.processes import ProcessGroup, free_port
 
 STARTUP_ATTEMPTS = 3  # a free port can be taken by another process between choosing and binding it
 SETTINGS_PREFIX = "CLOUDMRI_"
@@ -111,7 +110,7 @@ class ServiceProcess:
         self.data_dir = Path(self.env["CLOUDMRI_DATA_DIR"])
         self.log_path = self.data_dir / "service.log"
         self.port: int | None = None
-        self._process: subprocess.Popen | None = None
+        self._group: ProcessGroup | None = None
 
     @property
     def url(self) -> str:
@@ -122,22 +121,13 @@ class ServiceProcess:
     @property
     def pid(self) -> int:
         """The process ID of the running service (the leader of its process group)."""
-        if self._process is None:
+        if self._group is None:
             raise RuntimeError("the service is not running")
-        return self._process.pid
+        return self._group.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and not self._exited()
-
-    def _exited(self) -> bool:
-        """Whether the service process has ended; it is not reaped, so its process group can still be signalled."""
-        if self._process.returncode is not None:
-            return True
-        try:
-            return os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:
-            return True
+        return self._group is not None and not self._group.exited()
 
     def client_env(self, token: str, data_dir: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a client process (``cloudmri upload`` …) that talks to this service.
@@ -169,19 +159,15 @@ class ServiceProcess:
 
     def _start(self, last_attempt: bool) -> bool:
         """One start; False when the port was taken meanwhile (try another)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [sys.executable, "-m", "cloudmri_kernel", "service", "--local", "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", str(self.workers)]
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-        atexit.register(self.kill)
+        self._group = ProcessGroup(command, self.env, self.log_path)
+        self._group.start()
         deadline = time.monotonic() + self.startup_timeout
         with httpx.Client(timeout=2.0, trust_env=False) as http:
             while True:
-                if self._exited():
-                    output = self._log_since(log_start)
+                if self._group.exited():
+                    output = self._group.log_since_start()
                     self.kill()
                     if "address already in use" in output and not last_attempt:
                         return False
@@ -193,53 +179,31 @@ class ServiceProcess:
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
+                    output = self._group.log_since_start()
                     self.kill()
                     raise RuntimeError(f"the service did not answer /health within {self.startup_timeout:.0f} s; "
-                                       f"its log ({self.log_path}) says:\n{self._log_since(log_start)[-3000:]}")
+                                       f"its log ({self.log_path}) says:\n{output[-3000:]}")
                 time.sleep(0.05)
-
-    def _log_since(self, offset: int) -> str:
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
 
     def kill(self) -> None:
         """Kill the service and everything it started (SIGKILL, as in a crash) and wait for it; no-op if stopped."""
-        if self._process is None:
-            return
-        self._kill_group()
-        self._reap()
+        if self._group is not None:
+            self._group.kill()
+            self._group = None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the service as Ctrl-C does (graceful shutdown); kill it if it takes longer than ``timeout`` s.
 
         Processes it leaves behind in its process group are killed too.
         """
-        if self._process is None:
-            return
-        if not self._exited():
-            self._process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        while not self._exited() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._kill_group()
-        self._reap()
+        if self._group is not None:
+            self._group.stop(signal.SIGINT, timeout)
+            self._group = None
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop the service (see :meth:`stop`) if it runs and start it again on the same port."""
         self.stop(timeout)
         self.start()
-
-    def _kill_group(self) -> None:
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _reap(self) -> None:
-        self._process.wait()
-        self._process = None
-        atexit.unregister(self.kill)
 
     def __enter__(self) -> ServiceProcess:
         self.start()

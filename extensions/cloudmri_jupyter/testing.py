@@ -14,18 +14,18 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+
+from cloudmri_kernel.processes import ProcessGroup
 
 
 class JupyterServerProcess:
@@ -64,7 +64,7 @@ class JupyterServerProcess:
             "PYTHONUNBUFFERED": "1",
         })
         self.port: int | None = None
-        self._process: subprocess.Popen | None = None
+        self._group: ProcessGroup | None = None
 
     @property
     def url(self) -> str:
@@ -75,9 +75,9 @@ class JupyterServerProcess:
 
     @property
     def pid(self) -> int:
-        if self._process is None:
+        if self._group is None:
             raise RuntimeError("the server is not running")
-        return self._process.pid
+        return self._group.pid
 
     def headers(self) -> dict[str, str]:
         """Headers that authenticate a request to the server with its token."""
@@ -89,8 +89,8 @@ class JupyterServerProcess:
         Raises:
             RuntimeError: it exited or did not answer within ``startup_timeout``; the message ends with its log.
         """
-        if self._process is not None:
-            raise RuntimeError(f"the server is already running (PID {self._process.pid})")
+        if self._group is not None:
+            raise RuntimeError(f"the server is already running (PID {self._group.pid})")
         root = self.state_dir / "root"
         root.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -98,10 +98,8 @@ class JupyterServerProcess:
                    f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}", *self.args]
         if os.geteuid() == 0:
             command.append("--allow-root")
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-        atexit.register(self.kill)
+        self._group = ProcessGroup(command, self.env, self.log_path)
+        self._group.start()
         try:
             self._wait_until_ready()
         except BaseException:
@@ -109,13 +107,13 @@ class JupyterServerProcess:
             raise
 
     def _wait_until_ready(self) -> None:
-        info_file = self.state_dir / "runtime" / f"jpserver-{self._process.pid}.json"
+        info_file = self.state_dir / "runtime" / f"jpserver-{self._group.pid}.json"
         deadline = time.monotonic() + self.startup_timeout
         with httpx.Client(timeout=5.0, trust_env=False) as http:
             while True:
-                if self._exited():
+                if self._group.exited():
                     raise RuntimeError(f"jupyter server exited at startup; its log ({self.log_path}) says:\n"
-                                       f"{self._log_tail()}")
+                                       f"{self._group.log_since_start()[-4000:]}")
                 if self.port is None and info_file.exists():
                     try:
                         self.port = json.loads(info_file.read_text())["port"]
@@ -129,43 +127,20 @@ class JupyterServerProcess:
                         pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"jupyter server did not answer within {self.startup_timeout:.0f} s; its log "
-                                       f"({self.log_path}) says:\n{self._log_tail()}")
+                                       f"({self.log_path}) says:\n{self._group.log_since_start()[-4000:]}")
                 time.sleep(0.1)
-
-    def _exited(self) -> bool:
-        """Whether the server has ended; it is not reaped, so its process group can still be signalled."""
-        if self._process.returncode is not None:
-            return True
-        try:
-            return os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:
-            return True
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_bytes()[-4000:].decode(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server as its operator does (SIGTERM: kernels are shut down), then kill what is left."""
-        if self._process is None:
-            return
-        if not self._exited():
-            self._process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while not self._exited() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.kill()
+        if self._group is not None:
+            self._group.stop(signal.SIGTERM, timeout)
+            self._group = None
 
     def kill(self) -> None:
         """Kill the server's process group (SIGKILL) and reap the server; no-op when it is not running."""
-        if self._process is None:
-            return
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._process.wait()
-        self._process = None
-        atexit.unregister(self.kill)
+        if self._group is not None:
+            self._group.kill()
+            self._group = None
 
     def __enter__(self) -> JupyterServerProcess:
         self.start()

@@ -16,9 +16,9 @@ from sqlalchemy import func, select, text
 from cloudmri_kernel.catalog import Catalog, catalog_url, make_engine, migrate
 from cloudmri_kernel.catalog.db import connect
 from cloudmri_kernel.catalog.models import AuditEvent, Site
-from cloudmri_kernel.catalog.testing import free_port
 from cloudmri_kernel.config import Settings
 from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.processes import free_port
 
 
 def test_catalog_url_defaults_to_sqlite_in_the_data_dir(tmp_path):

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloudmri_kernel.catalog.testing import free_port
 from cloudmri_kernel.client import Client, ServiceError
+from cloudmri_kernel.processes import free_port
 from cloudmri_kernel.service.identity import ROLE_SCOPES, SCOPES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cloudmri_kernel.catalog.testing import free_port
 from cloudmri_kernel.client import Client
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+from cloudmri_kernel.processes import free_port
 from cloudmri_kernel.service.identity import ROLE_SCOPES
 from tests.extensions.conftest import BASE_URL, SERVER_CONFIG, JupyterServerProcess
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloudmri_kernel.catalog.testing import free_port
 from cloudmri_kernel.client import Client, ServiceError
+from cloudmri_kernel.processes import free_port
 from cloudmri_kernel.service.identity import ROLE_SCOPES
 from tests.conftest import GRAPPA_FILE
 
