@@ -85,7 +85,9 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
     manager_token = _private_text(manager_token_file, lambda: secrets.token_hex(32))
     env = {**os.environ, "CLOUDMRI_DATA_DIR": str(data_dir), "CLOUDMRI_HUB_IP": ip, "CLOUDMRI_HUB_PORT": str(port),
            "CLOUDMRI_HUB_INTERNAL_PORT": str(free_port()), "CLOUDMRI_PROXY_API_PORT": str(free_port()),
-           "CLOUDMRI_SERVICE_PORT": str(free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file)}
+           "CLOUDMRI_SERVICE_PORT": str(free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file),
+           "CLOUDMRI_METRICS_TOKEN_FILE": str(hub_dir / "metrics.token")}
+    _private_text(hub_dir / "metrics.token", lambda: secrets.token_hex(32))
     passwords: dict[str, str] = {}
     if demo:
         passwords = _demo_passwords(hub_dir)

@@ -12,6 +12,8 @@ Everything binds to 127.0.0.1 unless told otherwise; all state lives under the d
   is approved automatically.
 - ``CLOUDMRI_MANAGER_TOKEN_FILE``: 0600 file with the token of the ``cloudmri-manager`` service that
   `cloudmri up` uses to manage users, groups and tokens (created by `cloudmri up`).
+- ``CLOUDMRI_METRICS_TOKEN_FILE``: 0600 file with the token of the ``prometheus`` service, which may scrape
+  the hub's ``/hub/metrics`` and the API service's ``/services/cloudmri/api/v1/metrics`` and nothing else.
 - ``CLOUDMRI_DEMO_ACCOUNTS``: demo accounts file (`cloudmri up --demo` only).
 - ``CLOUDMRI_OIDC_*``: production sign-in through an OpenID Connect provider (e.g. Keycloak) instead of
   NativeAuthenticator: ``CLOUDMRI_OIDC_URL`` (issuer base URL), ``CLOUDMRI_OIDC_CLIENT_ID``,
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub_config.roles import SERVICE, custom_scopes, load_roles  # noqa: E402
+from hub_config.roles import SERVICE, USE_SERVICE, custom_scopes, load_roles  # noqa: E402
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -74,15 +76,18 @@ else:
 c.Authenticator.admin_users = {ADMIN}
 
 c.JupyterHub.custom_scopes = custom_scopes()
-MANAGER = "cloudmri-manager"
+MANAGER, SCRAPER = "cloudmri-manager", "prometheus"
 c.JupyterHub.load_roles = load_roles(extra=[
     {"name": MANAGER, "description": "`cloudmri up`: users, groups and tokens for the demo and for admins.",
      "scopes": ["admin:users", "admin:groups", "tokens"], "services": [MANAGER]},
+    {"name": SCRAPER, "description": "Prometheus: the hub's and the API service's metrics, nothing else.",
+     "scopes": ["read:metrics", USE_SERVICE, "custom:cloudmri:metrics"], "services": [SCRAPER]},
 ])
 if os.environ.get("CLOUDMRI_HUB_GROUPS"):
     c.JupyterHub.load_groups = json.loads(os.environ["CLOUDMRI_HUB_GROUPS"])
 
-HUB_ONLY = {"CLOUDMRI_DEMO_ACCOUNTS", "CLOUDMRI_HUB_GROUPS", "CLOUDMRI_MANAGER_TOKEN_FILE"}
+HUB_ONLY = {"CLOUDMRI_DEMO_ACCOUNTS", "CLOUDMRI_HUB_GROUPS", "CLOUDMRI_MANAGER_TOKEN_FILE",
+            "CLOUDMRI_METRICS_TOKEN_FILE"}
 service_env = {key: value for key, value in os.environ.items() if key.startswith("CLOUDMRI_") and key not in HUB_ONLY}
 service_env["PATH"] = os.environ.get("PATH", "")
 c.JupyterHub.services = [
@@ -94,6 +99,7 @@ c.JupyterHub.services = [
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": list(custom_scopes()),
     },
-    {"name": MANAGER, "api_token": Path(os.environ["CLOUDMRI_MANAGER_TOKEN_FILE"]).read_text().strip()}
-    if os.environ.get("CLOUDMRI_MANAGER_TOKEN_FILE") else {"name": MANAGER},
+    *({"name": name, "api_token": Path(os.environ[variable]).read_text().strip()} if os.environ.get(variable)
+      else {"name": name}
+      for name, variable in ((MANAGER, "CLOUDMRI_MANAGER_TOKEN_FILE"), (SCRAPER, "CLOUDMRI_METRICS_TOKEN_FILE"))),
 ]

@@ -103,6 +103,15 @@ def test_up_demo_serves_every_role_stops_cleanly_and_resumes(tmp_path):
         with pytest.raises(ServiceError) as refused:
             radiologist.download_raw(datasets[0]["id"], tmp_path / "raw.h5")
         assert refused.value.status == 403
+
+        scraper = {"Authorization": f"token {(hub_dir / 'metrics.token').read_text().strip()}"}
+        assert (hub_dir / "metrics.token").stat().st_mode & 0o777 == 0o600
+        hub_metrics = httpx.get(f"{url}/hub/metrics", headers=scraper)
+        assert hub_metrics.status_code == 200 and "jupyterhub_" in hub_metrics.text
+        api_metrics = httpx.get(f"{url}/services/cloudmri/api/v1/metrics", headers=scraper)
+        assert api_metrics.status_code == 200 and "cloudmri_http_requests_total" in api_metrics.text
+        assert httpx.get(f"{url}/hub/metrics").status_code == 403
+        assert httpx.get(f"{url}/services/cloudmri/api/v1/datasets", headers=scraper).status_code == 403
     finally:
         _stop(process, hub_dir)
 
