@@ -7,7 +7,6 @@ from cloudmri_jupyter.install_kernel import KERNEL_NAME, install_kernel
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-import cloudmri_kernel
 from cloudmri_kernel.client import Client
 
 pytestmark = pytest.mark.slow
@@ -55,7 +54,5 @@ def test_a_fresh_kernel_reaches_the_service_as_its_user(kernel):
     assert run(kernel, code) == "1 alice\n"  # `cm` was imported at startup
 
 
-@pytest.mark.skipif(not hasattr(cloudmri_kernel, "datasets"),
-                    reason="needs the cloudmri_kernel.__getattr__ forwarding (see extensions/README)")
 def test_the_package_forwards_the_notebook_functions(kernel):
     assert run(kernel, "print(len(cm.datasets()), cm.whoami()['site'])") == "1 siteA\n"

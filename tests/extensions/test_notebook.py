@@ -75,8 +75,6 @@ def test_importing_the_package_loads_no_http_or_numpy():
     assert result.stdout == "[]\n"
 
 
-@pytest.mark.skipif(not hasattr(cloudmri_kernel, "datasets"),
-                    reason="needs the cloudmri_kernel.__getattr__ forwarding (see extensions/README)")
 def test_the_package_forwards_the_notebook_functions():
     for name in notebook.__all__:
         assert getattr(cloudmri_kernel, name) is getattr(notebook, name)
