@@ -44,16 +44,10 @@ class LocalBackend:
     def __str__(self) -> str:
         return str(self.root)
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
         """A new private temporary file in ``tmp/``; removed on exit unless it was committed."""
         make_private_dirs(self.root / "tmp")
-        handle, name = tempfile.mkstemp(suffix=".part", dir=self.root / "tmp")
-        os.close(handle)
-        try:
-            yield Path(name)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        return _temporary_file(self.root / "tmp")
 
     @contextlib.contextmanager
     def lock(self, site: str) -> Iterator[None]:
@@ -121,14 +115,9 @@ class FsspecBackend:
     def __str__(self) -> str:
         return self.url
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        handle, name = tempfile.mkstemp(prefix="cloudmri-store-", suffix=".part")
-        os.close(handle)
-        try:
-            yield Path(name)
-        finally:
-            Path(name).unlink(missing_ok=True)
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A local temporary file that is uploaded by :meth:`commit`; removed on exit."""
+        return _temporary_file(None, prefix="cloudmri-store-")
 
     @contextlib.contextmanager
     def lock(self, site: str) -> Iterator[None]:
@@ -184,3 +173,14 @@ def open_backend(root: str | Path, storage_options: dict | None) -> LocalBackend
     if "file" in protocols:
         return LocalBackend(Path(path))
     return FsspecBackend(fs, path, root)
+
+
+@contextlib.contextmanager
+def _temporary_file(directory: Path | None, prefix: str = "") -> Iterator[Path]:
+    """A new private (0600) temporary file, removed on exit unless it was moved away."""
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=directory)
+    os.close(handle)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
