@@ -216,17 +216,20 @@ def method_settings() -> dict[str, tuple[float, int]]:
             "tv": (CSTVRecipe().lamda, CSTVRecipe().max_iter)}
 
 
-def ours(method: str, kspace, maps, mask, lamda: float, iterations: int):
+def ours(method: str, kspace, maps, mask, lamda: float, iterations: int, device: str = "cpu"):
     from cloudmri_kernel.recon import iterative
     from cloudmri_kernel.recon.recipe import CSWaveletRecipe
 
     if method == "sense":
-        return iterative.reconstruct_sense(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0).image
+        return iterative.reconstruct_sense(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
+                                          device=device).image
     if method == "l1-wavelet":
         recipe = CSWaveletRecipe()  # what `cloudmri recon --method cs-wavelet` runs: its wavelet and shifts
         return iterative.reconstruct_cs_wavelet(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
-                                                wavelet=recipe.wavelet, random_shift=recipe.random_shift).image
-    return iterative.reconstruct_cs_tv(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0).image
+                                                wavelet=recipe.wavelet, random_shift=recipe.random_shift,
+                                                device=device).image
+    return iterative.reconstruct_cs_tv(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
+                                      device=device).image
 
 
 def sigpy_recon(method: str, kspace, maps, lamda: float, iterations: int):
@@ -341,6 +344,12 @@ def bart_startup(repeats: int, bart: Bart) -> float:
     return timed(lambda: bart.run("version"), max(repeats, 5)).seconds
 
 
+def cpu_model() -> str:
+    models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("model name")]
+    return models[0] if models else platform.processor()
+
+
 def machine_info(threads: int) -> list[str]:
     import numpy as np
     import sigpy
@@ -348,9 +357,7 @@ def machine_info(threads: int) -> list[str]:
 
     from cloudmri_kernel.recon.bart import run_bart
 
-    models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-              if line.startswith("model name")]
-    return [f"* CPU: {models[0] if models else platform.processor()}, {os.cpu_count()} cores "
+    return [f"* CPU: {cpu_model()}, {os.cpu_count()} cores "
             f"({len(os.sched_getaffinity(0))} usable); {threads} threads for every method",
             f"* Versions: Python {platform.python_version()}, torch {torch.__version__}, NumPy {np.__version__}, "
             f"SigPy {sigpy.__version__}, BART {run_bart('version').strip()}"]

@@ -282,10 +282,18 @@ def test_the_gpu_gives_the_cpu_images(poisson_r4, radial):
         cpu = method(kspace, csm, **kwargs).image
         gpu = method(kspace, csm, device="cuda", **kwargs).image
         assert nrmse(gpu, cpu) < 1e-3, method.__name__
-    samples, traj, _, maps = radial
+    samples, traj, phantom, maps = radial
+    # Unregularized radial CG without density compensation is ill-conditioned: a 1e-6 relative change of the
+    # data moves its 10th iterate by 2.5e-3 (measured on the CPU), so the two devices' round-off (different
+    # NUFFT summation orders) shows as ~2e-2 there. Both must still be equally good images...
     cpu = reconstruct_nufft_sense(samples, traj, (64, 64), maps, max_iter=10).image
     gpu = reconstruct_nufft_sense(samples, traj, (64, 64), maps, max_iter=10, device="cuda").image
-    assert nrmse(gpu, cpu) < 1e-3
+    assert nrmse(np.abs(gpu), np.abs(phantom)) == pytest.approx(nrmse(np.abs(cpu), np.abs(phantom)), rel=0.02)
+    # ... and where the problem determines its answer (regularized, converged; 3.7e-5 sensitivity), the same one.
+    cpu = reconstruct_nufft_sense(samples, traj, (64, 64), maps, lamda=0.05, max_iter=200)
+    gpu = reconstruct_nufft_sense(samples, traj, (64, 64), maps, lamda=0.05, max_iter=200, device="cuda")
+    assert cpu.converged and gpu.converged
+    assert nrmse(gpu.image, cpu.image) < 1e-3
     gridded_cpu = reconstruct_nufft_gridding(samples, traj, (64, 64), maps=maps).image
     gridded_gpu = reconstruct_nufft_gridding(samples, traj, (64, 64), maps=maps, device="cuda").image
     assert nrmse(gridded_gpu, gridded_cpu) < 1e-3
