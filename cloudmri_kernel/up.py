@@ -49,6 +49,7 @@ class Workbench:
 def _check_writable(data_dir: Path) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_dir.chmod(0o700)  # keys, store and hub secrets: no other account (user servers) may look inside
         with tempfile.NamedTemporaryFile(dir=data_dir):
             pass
     except OSError as exc:

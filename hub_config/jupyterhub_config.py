@@ -15,6 +15,11 @@ Everything binds to 127.0.0.1 unless told otherwise; all state lives under the d
 - ``CLOUDMRI_METRICS_TOKEN_FILE``: 0600 file with the token of the ``prometheus`` service, which may scrape
   the hub's ``/hub/metrics`` and the API service's ``/services/cloudmri/api/v1/metrics`` and nothing else.
 - ``CLOUDMRI_DEMO_ACCOUNTS``: demo accounts file (`cloudmri up --demo` only).
+- ``CLOUDMRI_HOMES_DIR`` (default ``/home``) and ``CLOUDMRI_SYSTEM_PREFIX`` (default ``cm-``): where and under
+  which names user servers get their own system accounts (:mod:`hub_config.spawner`).
+- ``CLOUDMRI_GPU_GROUPS`` (default ``admins,gpu-users``), ``CLOUDMRI_IDLE_TIMEOUT`` (CPU servers, default
+  3600 s), ``CLOUDMRI_GPU_IDLE_TIMEOUT`` (default 14400 s), ``CLOUDMRI_LOCAL_GPUS`` (override the GPU count):
+  the profiles of :mod:`hub_config.profiles`.
 - ``CLOUDMRI_OIDC_*``: production sign-in through an OpenID Connect provider (e.g. Keycloak) instead of
   NativeAuthenticator: ``CLOUDMRI_OIDC_URL`` (issuer base URL), ``CLOUDMRI_OIDC_CLIENT_ID``,
   ``CLOUDMRI_OIDC_CLIENT_SECRET_FILE``, ``CLOUDMRI_OIDC_CALLBACK_URL``.
@@ -27,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hub_config.profiles import GPU_IDLE_TIMEOUT  # noqa: E402
 from hub_config.roles import SERVICE, USE_SERVICE, custom_scopes, load_roles  # noqa: E402
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
@@ -75,13 +81,27 @@ else:
     c.Authenticator.allow_all = True  # NativeAuthenticator's own approval decides who may log in
 c.Authenticator.admin_users = {ADMIN}
 
+c.JupyterHub.spawner_class = "hub_config.spawner.CloudMRISpawner"
+c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+c.CloudMRISpawner.homes_dir = os.environ.get("CLOUDMRI_HOMES_DIR", "/home")
+c.CloudMRISpawner.system_prefix = os.environ.get("CLOUDMRI_SYSTEM_PREFIX", "cm-")
+c.CloudMRISpawner.service_url = f"http://127.0.0.1:{SERVICE_PORT}/services/{SERVICE}"
+# The server's token (JUPYTERHUB_API_TOKEN, which the Cloud-MRI kernel uses) asks for every Cloud-MRI scope;
+# the hub grants only those the user holds.
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", USE_SERVICE, *custom_scopes()]
+
 c.JupyterHub.custom_scopes = custom_scopes()
-MANAGER, SCRAPER = "cloudmri-manager", "prometheus"
+MANAGER, SCRAPER, CULLER = "cloudmri-manager", "prometheus", "idle-culler"
 c.JupyterHub.load_roles = load_roles(extra=[
     {"name": MANAGER, "description": "`cloudmri up`: users, groups and tokens for the demo and for admins.",
      "scopes": ["admin:users", "admin:groups", "tokens"], "services": [MANAGER]},
     {"name": SCRAPER, "description": "Prometheus: the hub's and the API service's metrics, nothing else.",
      "scopes": ["read:metrics", USE_SERVICE, "custom:cloudmri:metrics"], "services": [SCRAPER]},
+    {"name": CULLER, "description": "jupyterhub-idle-culler: stops servers idle past the longest profile timeout.",
+     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": [CULLER]},
 ])
 if os.environ.get("CLOUDMRI_HUB_GROUPS"):
     c.JupyterHub.load_groups = json.loads(os.environ["CLOUDMRI_HUB_GROUPS"])
@@ -99,6 +119,9 @@ c.JupyterHub.services = [
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": list(custom_scopes()),
     },
+    # Servers stop themselves after their profile's idle timeout; the culler is the backstop at the longest one.
+    {"name": CULLER, "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={GPU_IDLE_TIMEOUT}",
+                                 "--cull-every=600"]},
     *({"name": name, "api_token": Path(os.environ[variable]).read_text().strip()} if os.environ.get(variable)
       else {"name": name}
       for name, variable in ((MANAGER, "CLOUDMRI_MANAGER_TOKEN_FILE"), (SCRAPER, "CLOUDMRI_METRICS_TOKEN_FILE"))),
