@@ -1,0 +1,87 @@
+"""Every role in a real browser: Debian's Chromium driven by Playwright against `cloudmri up --demo`.
+
+Screenshots of each role's landing page go to ``CLOUDMRI_TEST_ARTIFACTS`` (default ``out/test-artifacts``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.hub.conftest import needs_user_servers
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("CLOUDMRI_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "out" /
+                                "test-artifacts"))
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
+pytestmark = [
+    pytest.mark.slow, *needs_user_servers,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason="needs Debian's chromium (./workbench setup installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        yield chromium
+        chromium.close()
+
+
+def _sign_in(browser, bench, user: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(90_000)
+    page.goto(f"{bench.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", bench.demo_passwords[user])
+    page.click("input[type=submit], button[type=submit]")
+    return page
+
+
+def _screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_a_researcher_gets_jupyterlab_with_the_cloudmri_kernel_and_lists_datasets(browser, workbench):
+    page = _sign_in(browser, workbench, "researcher")
+    page.wait_for_url("**/user/researcher/lab**")
+    card = page.locator(".jp-LauncherCard[title='Cloud-MRI (Python 3)']").first
+    card.wait_for()
+    _screenshot(page, "researcher-landing")
+    card.click()
+    page.get_by_text("Cloud-MRI (Python 3) | Idle").wait_for()  # the kernel has started and imported cm
+    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+    page.keyboard.type("print(sorted(d['filename'] for d in cm.datasets()))")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output", has_text="phantom_full.h5").first
+    try:
+        output.wait_for()
+    except playwright.TimeoutError:
+        _screenshot(page, "researcher-failure")
+        raise
+    assert "phantom_cs_r4.h5" in output.inner_text()
+    _screenshot(page, "researcher-notebook")
+    page.close()
+
+
+def test_an_admin_chooses_a_gpu_profile_and_gets_a_server(browser, workbench):
+    page = _sign_in(browser, workbench, "admin")
+    page.wait_for_url("**/hub/spawn**")
+    assert page.locator("input[name=profile]").count() == 2
+    _screenshot(page, "admin-landing")
+    page.check("input[name=profile][value=gpu-1]")
+    page.click("form#spawn_form input[type=submit], form#spawn_form button[type=submit]")
+    page.wait_for_url("**/user/admin/lab**")
+    page.locator(".jp-LauncherCard").first.wait_for()
+    page.goto(f"{workbench.url}/hub/admin")
+    page.get_by_text("researcher").first.wait_for()
+    _screenshot(page, "admin-users")
+    page.close()
