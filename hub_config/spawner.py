@@ -137,7 +137,12 @@ class CloudMRISpawner(LocalProcessSpawner):
 
     async def start(self):
         profile = self.profile()
-        home = self._home()
+        try:
+            home = self._home()
+        except (OSError, RuntimeError) as exc:
+            error = web.HTTPError(503, f"Your server could not be prepared: {exc}")
+            error.jupyterhub_message = error.log_message
+            raise error from exc
         self._profile = profile
         self.notebook_dir = str(home)
         if self.reader:

@@ -4,9 +4,12 @@ profile it may choose, and its kernels cannot read the platform's data directory
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 
 import httpx
+import psutil
 import pytest
 
 from cloudmri_kernel import up
@@ -79,3 +82,51 @@ def test_gpu_profiles_are_offered_and_allowed_only_to_gpu_groups(workbench):
     result = run_code(f"{workbench.url}/user/admin/", admin,
                       "import os; print(os.environ['CLOUDMRI_PROFILE'], repr(os.environ['CUDA_VISIBLE_DEVICES']))")
     assert result.stdout.split() == ["gpu-1", "'0'"]
+
+
+def test_a_server_that_cannot_start_reports_why(workbench):
+    prefix = os.environ["CLOUDMRI_SYSTEM_PREFIX"]
+    manager = {"Authorization": f"token {workbench.manager_token}"}
+    subprocess.run(["groupadd", f"{prefix}clash"], check=True)  # useradd --user-group will refuse the account
+    try:
+        assert httpx.post(f"{workbench.url}/hub/api/users/clash", headers=manager).status_code == 201
+        token = up.user_token(workbench, "clash", "failure test")
+        reply = _start_server(workbench, "clash", token, "cpu-2")
+        assert reply.status_code == 503
+        message = reply.json()["message"]
+        assert f"could not create the system account {prefix}clash" in message and "exists" in message
+        assert httpx.get(f"{workbench.url}/hub/health").status_code == 200
+    finally:
+        subprocess.run(["groupdel", f"{prefix}clash"], check=False)
+
+
+def _service_pids(bench) -> set[int]:
+    pids = set()
+    for child in psutil.Process(bench.hub.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and {"cloudmri_kernel", "service"} <= set(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:  # ended while we looked
+            pass
+    return pids
+
+
+def test_the_hub_restarts_a_crashed_api_service_and_kernels_reconnect(workbench):
+    token = up.user_token(workbench, "researcher", "crash test")
+    assert _start_server(workbench, "researcher", token, "cpu-2").status_code in (201, 202)
+    (before,) = _service_pids(workbench)
+    os.kill(before, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        pids = _service_pids(workbench)
+        try:
+            healthy = httpx.get(f"{workbench.url}/services/cloudmri/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        if healthy and pids and before not in pids:
+            break
+        assert time.monotonic() < deadline, "the hub did not restart the API service"
+        time.sleep(0.5)
+    result = run_code(f"{workbench.url}/user/researcher/", token, "print(len(cm.datasets()))")
+    assert result.error is None and int(result.stdout) >= 3
+    _stop_server(workbench, "researcher", token)

@@ -94,6 +94,13 @@ def test_up_demo_serves_every_role_stops_cleanly_and_resumes(tmp_path):
         for _ in range(3):  # NativeAuthenticator locks the account after 3 failures
             assert not _login(url, "instructor", "wrong-password!").logged_in
         assert not _login(url, "instructor", passwords["instructor"]).logged_in
+        logins = [json.loads(line) for line in (data_dir / "audit" / "audit.jsonl").read_text().splitlines()
+                  if '"hub.login"' in line]
+        summary = [(e["user"].get("name"), e["event"]["outcome"], e["event"].get("reason", "")) for e in logins]
+        assert summary == [("researcher", "success", ""), ("radiologist", "failure", "wrong password"),
+                           *[("instructor", "failure", "wrong password")] * 3,
+                           ("instructor", "failure", "account locked after repeated failed sign-ins")]
+        assert all(e["source"]["ip"] == "127.0.0.1" for e in logins)
 
         manager = (hub_dir / "manager.token").read_text().strip()
         token = httpx.post(f"{url}/hub/api/users/radiologist/tokens", json={"note": "test"},
