@@ -85,3 +85,24 @@ def test_an_admin_chooses_a_gpu_profile_and_gets_a_server(browser, workbench):
     page.get_by_text("researcher").first.wait_for()
     _screenshot(page, "admin-users")
     page.close()
+
+
+def test_a_radiologist_lands_on_the_reading_app_and_cannot_open_jupyterlab(browser, workbench):
+    page = _sign_in(browser, workbench, "radiologist")
+    page.wait_for_url("**/user/radiologist/voila/render/reading.ipynb**")
+    page.get_by_text("Cloud-MRI reading room").first.wait_for()
+    page.get_by_text("phantom_full.h5").first.wait_for()
+    _screenshot(page, "radiologist-landing")
+    refused = page.goto(f"{workbench.url}/user/radiologist/lab")
+    assert refused.status in (403, 404)
+    page.close()
+
+
+def test_a_wrong_password_gets_a_clear_message(browser, workbench):
+    page = browser.new_page()
+    page.goto(f"{workbench.url}/hub/login")
+    page.fill("input[name=username]", "researcher")
+    page.fill("input[name=password]", "not-the-password")
+    page.click("input[type=submit], button[type=submit]")
+    page.get_by_text("Invalid username or password").wait_for()
+    page.close()

@@ -130,3 +130,17 @@ def test_the_hub_restarts_a_crashed_api_service_and_kernels_reconnect(workbench)
     result = run_code(f"{workbench.url}/user/researcher/", token, "print(len(cm.datasets()))")
     assert result.error is None and int(result.stdout) >= 3
     _stop_server(workbench, "researcher", token)
+
+
+def test_a_radiologist_gets_the_reading_app_and_no_way_to_run_code(workbench):
+    token = up.user_token(workbench, "radiologist", "reading test")
+    assert _start_server(workbench, "radiologist", token, "cpu-2").status_code in (201, 202)
+    headers = {"Authorization": f"token {token}"}
+    server = f"{workbench.url}/user/radiologist/"
+    page = httpx.get(server, headers=headers, follow_redirects=True, timeout=120)
+    assert page.status_code == 200 and "/voila/render/reading.ipynb" in str(page.url)
+    assert "Cloud-MRI reading room" in page.text and "phantom_full.h5" in page.text  # the worklist, via the API
+    assert httpx.get(f"{server}lab", headers=headers).status_code in (403, 404)
+    assert httpx.post(f"{server}api/kernels", json={"name": "cloudmri"}, headers=headers).status_code == 403
+    assert httpx.get(f"{server}api/terminals", headers=headers).status_code in (403, 404)
+    _stop_server(workbench, "radiologist", token)
