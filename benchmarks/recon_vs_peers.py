@@ -227,6 +227,7 @@ def ours(method: str, kspace, maps, mask, lamda: float, iterations: int, device:
         recipe = CSWaveletRecipe()  # what `cloudmri recon --method cs-wavelet` runs: its wavelet and shifts
         return iterative.reconstruct_cs_wavelet(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
                                                 wavelet=recipe.wavelet, random_shift=recipe.random_shift,
+                                                coarsest=recipe.coarsest,
                                                 device=device).image
     return iterative.reconstruct_cs_tv(kspace, maps, mask, lamda=lamda, max_iter=iterations, tol=0.0,
                                       device=device).image

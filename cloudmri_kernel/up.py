@@ -94,6 +94,7 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
         passwords = _demo_passwords(hub_dir)
         groups = {group: {"users": [name]} for name, group in DEMO_USERS.items()}
         groups[f"site-{DEMO_SITE}"] = {"users": list(DEMO_USERS)}
+        groups.update({"students": {"users": []}, "gpu-users": {"users": []}})  # an instructor's class; GPU access
         env.update({"CLOUDMRI_DEMO_ACCOUNTS": str(hub_dir / "demo-accounts.json"),
                     "CLOUDMRI_HUB_GROUPS": json.dumps(groups)})
     hub = ProcessGroup([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)], env,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Unicode
+from traitlets import Unicode, default
 
 from hub_config.profiles import PROFILES, Profile, local_gpus, profiles_for, server_args
 
@@ -91,6 +91,14 @@ class CloudMRISpawner(LocalProcessSpawner):
     @property
     def reader(self) -> bool:
         return READERS_GROUP in {group.name for group in self.user.groups} and not self.user.admin
+
+    @default("oauth_access_scopes")
+    def _access_scopes(self) -> list[str]:
+        """Who may use this server: its owner, and holders of an ``access:servers!group=G`` scope for one of the
+        owner's groups (an instructor for the ``students`` group): the single-user server's token check does not
+        resolve group filters to users by itself (``jupyterhub.services.auth.check_scopes``)."""
+        return [f"access:servers!server={self.user.name}/{self.name}", f"access:servers!user={self.user.name}",
+                *(f"access:servers!group={group.name}" for group in self.user.groups)]
 
     def _profiles(self) -> list[Profile]:
         return profiles_for({group.name for group in self.user.groups}, gpus_available=local_gpus() > 0)

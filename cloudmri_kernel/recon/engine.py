@@ -180,7 +180,8 @@ def _reconstruct(task: SliceTask) -> SliceResult:
         elif isinstance(recipe, CSWaveletRecipe):
             result = iterative.reconstruct_cs_wavelet(task.kspace, maps, mask2d, lamda=recipe.lamda,
                                                       max_iter=recipe.max_iter, wavelet=recipe.wavelet,
-                                                      random_shift=recipe.random_shift, device=recipe.device)
+                                                      random_shift=recipe.random_shift, coarsest=recipe.coarsest,
+                                                      device=recipe.device)
         else:
             result = iterative.reconstruct_cs_tv(task.kspace, maps, mask2d, lamda=recipe.lamda,
                                                  max_iter=recipe.max_iter, device=recipe.device)

@@ -77,6 +77,8 @@ class CSWaveletRecipe(_RecipeBase):
         "db2", description="Orthogonal wavelet: db2 is BART's default, db4 SigPy's (see docs/benchmarks.md).")
     random_shift: bool = Field(
         True, description="Cycle spinning (a random circular shift before each thresholding), as BART's pics.")
+    coarsest: int = Field(16, ge=2, le=1024, description="Smallest side of the coarsest wavelet scale, which "
+                          "sets the number of levels (BART's pics: 16).")
 
 
 class CSTVRecipe(_RecipeBase):

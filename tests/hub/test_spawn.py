@@ -68,6 +68,9 @@ for path in {[str(data_dir)] + secrets_!r}:
     assert "phantom_full.h5" in lines[1]
     assert lines[2] == f"cuda '' cores {min(2, len(os.sched_getaffinity(0)))}"
     assert not [line for line in lines if line.startswith("READ")], "a kernel read the platform's files"
+    dashboard = httpx.get(f"{workbench.url}/user/researcher/voila/render/apps/reading.ipynb", timeout=120,
+                          headers={"Authorization": f"token {token}"})
+    assert dashboard.status_code == 200 and "Cloud-MRI reading room" in dashboard.text  # researchers may too
     _stop_server(workbench, "researcher", token)
 
 
@@ -144,3 +147,18 @@ def test_a_radiologist_gets_the_reading_app_and_no_way_to_run_code(workbench):
     assert httpx.post(f"{server}api/kernels", json={"name": "cloudmri"}, headers=headers).status_code == 403
     assert httpx.get(f"{server}api/terminals", headers=headers).status_code in (403, 404)
     _stop_server(workbench, "radiologist", token)
+
+
+def test_an_instructor_manages_the_class_servers_and_no_others(workbench):
+    manager = {"Authorization": f"token {workbench.manager_token}"}
+    assert httpx.post(f"{workbench.url}/hub/api/users/student1", headers=manager).status_code == 201
+    assert httpx.post(f"{workbench.url}/hub/api/groups/students/users", json={"users": ["student1"]},
+                      headers=manager).status_code == 200
+    instructor = up.user_token(workbench, "instructor", "class test")
+    assert _start_server(workbench, "student1", instructor, "cpu-2").status_code in (201, 202)
+    result = run_code(f"{workbench.url}/user/student1/", instructor, "import getpass; print(getpass.getuser())")
+    assert result.stdout.strip() == f"{os.environ['CLOUDMRI_SYSTEM_PREFIX']}student1"
+    _stop_server(workbench, "student1", instructor)
+    refused = httpx.post(f"{workbench.url}/hub/api/users/researcher/server", json={"profile": "cpu-2"},
+                         headers={"Authorization": f"token {instructor}"})
+    assert refused.status_code in (403, 404)

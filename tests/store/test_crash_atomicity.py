@@ -70,8 +70,12 @@ def test_killed_puts_leave_no_object_or_a_complete_one(tmp_path):
             assert (orphan.startswith("tmp/") and orphan.endswith(".part")) or orphan in sidecars, orphan
         for leftover in (root / "tmp").glob("*.part"):
             leftover.unlink()  # 48 MiB each; the next trials do not need them
-    # One KEK, created by whichever child came first; a child killed while creating it may leave its private
+    # One put that is not killed (on a loaded machine every kill may land before the first key exists): then one
+    # KEK, created by whichever child came first; a child killed while creating it may leave its private
     # temporary file, never a second or partial key.
+    finished = subprocess.run([sys.executable, "-c", CHILD, str(root), str(ring), str(TRIALS), "1"],
+                              capture_output=True, text=True, timeout=120)
+    assert finished.stdout == "ready\nstored\n", finished.stderr
     keys = sorted(os.listdir(ring / "north"))
     assert keys[-1] == "v1.key" and len((ring / "north" / "v1.key").read_bytes()) == 32
     assert all(re.fullmatch(r"\.v1\.key\.[0-9a-f]{16}\.tmp", name) for name in keys[:-1]), keys
