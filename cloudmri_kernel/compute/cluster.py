@@ -37,11 +37,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         except ImportError:
             raise UsageError("CLOUDMRI_DASK_GATEWAY is set but dask-gateway is not installed "
                              "(pip install dask-gateway)") from None
-        cluster = Gateway(config.dask_gateway).new_cluster()
-        cluster.scale(workers or 2)
-        with cluster, Client(cluster) as client:
-            client.run(_limit_threads)
-            yield client
+        with Gateway(config.dask_gateway) as gateway, gateway.new_cluster() as cluster:
+            cluster.scale(workers or 2)
+            with Client(cluster) as client:
+                client.run(_limit_threads)
+                yield client
         return
     if scheduler:
         try:
