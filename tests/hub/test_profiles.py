@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+from traitlets import HasTraits
+
 from hub_config.profiles import CPU_IDLE_TIMEOUT, GPU_IDLE_TIMEOUT, kubespawner_profile_list, profiles_for
 from hub_config.spawner import VALID, system_name
 
@@ -46,3 +49,13 @@ def test_account_names_are_valid_distinct_and_short():
     assert len(names) == 6
     for name in names:
         assert VALID.fullmatch(name) and len(name) <= 32, name
+
+
+def test_every_kubespawner_override_is_a_valid_kubespawner_setting():
+    """KubeSpawner applies overrides with setattr: a misspelt key would be silently ignored (no pod GPU)."""
+    kubespawner = pytest.importorskip("kubespawner", reason="jupyterhub-kubespawner is a dev dependency")
+    traits, holder = kubespawner.KubeSpawner.class_traits(), HasTraits()
+    for profile in kubespawner_profile_list(_spawner("admins")):
+        for key, value in profile["kubespawner_override"].items():
+            assert key in traits, key
+            traits[key].validate(holder, value)  # raises TraitError for a value of the wrong kind
