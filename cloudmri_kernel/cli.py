@@ -403,3 +403,4 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 from cloudmri_kernel import cli_platform  # noqa: E402,F401 - registers the data-platform commands on app
 from cloudmri_kernel import cli_ledger  # noqa: E402,F401 - registers the ledger commands on app
+from cloudmri_kernel import cli_teach  # noqa: E402,F401 - registers the teaching commands on app

@@ -9,6 +9,7 @@ Expected errors print one line and exit 1 (a failed verification, a refused tran
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 from dataclasses import asdict
@@ -26,6 +27,7 @@ ledger_app = typer.Typer(help="Blockchain ledger: anchor hashes in Merkle batche
                          no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 
+_DATASET_ID = re.compile(r"[0-9a-f]{32}")
 KIND_HELP = "Record kind: dataset, series, label, report or model."
 
 
@@ -136,16 +138,49 @@ def flush() -> None:
     out.print(f"anchored {sum(a.count for a in anchored)} records in {len(anchored)} transactions", highlight=False)
 
 
+def _verify_dataset(ledger, dataset_id: str):
+    """A catalogued dataset: its stored object re-hashed (decrypted from the store), then checked on chain."""
+    from cloudmri_kernel.catalog import Catalog
+    from cloudmri_kernel.catalog.models import Dataset
+    from cloudmri_kernel.config import settings
+    from cloudmri_kernel.ledger.provenance import verify_dataset
+    from cloudmri_kernel.store import ObjectStore
+
+    config = settings()
+    catalog = Catalog.open(config.catalog_url)
+    try:
+        with catalog.session() as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None:
+                raise UsageError(f"the catalog ({config.catalog_url or config.data_dir}) has no dataset {dataset_id}")
+            site, address = dataset.site, dataset.sha256
+    finally:
+        catalog.dispose()
+    found = verify_dataset(ledger, ObjectStore.from_settings(config), dataset_id, site, address)
+    if found.verification is None:
+        raise UsageError(f"dataset {dataset_id} (sha256 {found.sha256}, recomputed from the store) is queued but "
+                         "not yet anchored: the service's flusher sends it (is the node running?) or run "
+                         "`cloudmri ledger flush`")
+    return found.verification, f"\n  recomputed from the encrypted object {site}/{address} in the store"
+
+
 @ledger_app.command()
 @reports_errors
 def verify(
-    target: Annotated[str, typer.Argument(help="A file, or the SHA-256 of an object.")],
+    target: Annotated[str, typer.Argument(help="A dataset ID of the catalog (32 hex digits), a file, or the "
+                                          "SHA-256 of an object.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, with the inclusion proof.")] = False,
 ) -> None:
-    """Check that a file or hash was anchored: recompute the hash, check its proof against the on-chain root."""
+    """Check that a dataset, file or hash was anchored: recompute the hash (a dataset's from its encrypted object
+    in the store), check its proof against the on-chain root."""
     with _ledger() as ledger:
-        path = Path(target)
-        check = ledger.verify_file(path) if path.exists() else ledger.verify(target)
+        path, note = Path(target), ""
+        if path.exists():
+            check = ledger.verify_file(path)
+        elif _DATASET_ID.fullmatch(target):
+            check, note = _verify_dataset(ledger, target)
+        else:
+            check = ledger.verify(target)
     if as_json:
         _json_out({**asdict(check), "time": check.time.isoformat()})
         return
@@ -153,7 +188,7 @@ def verify(
               f"{', dataset ' + check.dataset_id if check.dataset_id else ''})\n"
               f"  block {check.block_number}, {_when(check.timestamp)}\n  transaction {check.tx_hash}\n"
               f"  site {check.site} ({check.submitter}), leaf {check.leaf_index} of {check.batch_size}, "
-              f"proof of {len(check.proof)} hashes to root {check.root}", highlight=False)
+              f"proof of {len(check.proof)} hashes to root {check.root}{note}", highlight=False)
 
 
 @ledger_app.command()

@@ -434,6 +434,7 @@ def up(
     sys.stdout.flush()
     try:
         code = workbench.hub.wait()
+        workbench.stop()  # the hub ended by itself: stop what it leaves behind (the ledger node)
     except KeyboardInterrupt:
         err.print("stopping …", highlight=False)
         workbench.stop()

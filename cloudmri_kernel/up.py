@@ -5,6 +5,12 @@ The hub runs as a child process with ``hub_config/jupyterhub_config.py``; state 
 directory, so a second ``up`` on the same directory resumes with all users and data. ``--demo`` adds one
 account per role at a demo site (passwords generated once, kept in a 0600 file) and uploads phantom scans and,
 when ``../shared/data`` is there, the real GRAPPA scan. Ctrl-C stops everything.
+
+The ledger: unless ``CLOUDMRI_LEDGER_RPC_URL`` names a consortium's node, ``up`` starts anvil on 127.0.0.1 with its
+chain in ``DATA_DIR/ledger/anvil-state.json`` (so a second ``up`` resumes it), deploys the contracts at the first
+start with the site key ``DATA_DIR/ledger/keys/site.key`` (random, made once, mode 0600) as consortium admin and
+registers it for the demo site (``--demo``) or ``CLOUDMRI_SITE``, and hands the ledger settings to the API service
+through the hub's environment (``CLOUDMRI_LEDGER_*``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.ledger.node import AnvilNode
 from cloudmri_kernel.processes import ProcessGroup, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +47,16 @@ class Workbench:
     hub_dir: Path
     manager_token: str
     demo_passwords: dict[str, str]
+    ledger_node: AnvilNode | None = None
 
     def stop(self, timeout: float = 30) -> int | None:
-        """SIGTERM the hub (it stops the proxy and the API service it started), then end its whole group."""
-        return self.hub.stop(signal.SIGTERM, timeout)
+        """SIGTERM the hub (it stops the proxy and the API service it started), then end its whole group; then
+        stop the ledger node, which saves its chain."""
+        try:
+            return self.hub.stop(signal.SIGTERM, timeout)
+        finally:
+            if self.ledger_node is not None:
+                self.ledger_node.stop(timeout)
 
 
 def _check_writable(data_dir: Path) -> None:
@@ -84,6 +97,8 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
     hub_dir.mkdir(exist_ok=True, mode=0o700)
     manager_token_file = hub_dir / "manager.token"
     manager_token = _private_text(manager_token_file, lambda: secrets.token_hex(32))
+    # the node first: it then holds its port while free ports are chosen for the hub, proxy and service
+    node, ledger_env = start_ledger(data_dir, DEMO_SITE if demo else None, avoid_port=port)
     env = {**os.environ, "CLOUDMRI_DATA_DIR": str(data_dir), "CLOUDMRI_HUB_IP": ip, "CLOUDMRI_HUB_PORT": str(port),
            "CLOUDMRI_HUB_INTERNAL_PORT": str(free_port()), "CLOUDMRI_PROXY_API_PORT": str(free_port()),
            "CLOUDMRI_SERVICE_PORT": str(free_port()), "CLOUDMRI_MANAGER_TOKEN_FILE": str(manager_token_file),
@@ -97,10 +112,16 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
         groups.update({"students": {"users": []}, "gpu-users": {"users": []}})  # an instructor's class; GPU access
         env.update({"CLOUDMRI_DEMO_ACCOUNTS": str(hub_dir / "demo-accounts.json"),
                     "CLOUDMRI_HUB_GROUPS": json.dumps(groups)})
+    env.update(ledger_env)
     hub = ProcessGroup([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)], env,
                        log or hub_dir / "jupyterhub.log", cwd=hub_dir)
-    hub.start()
-    workbench = Workbench(f"http://{ip}:{port}", hub, hub_dir, manager_token, passwords)
+    try:
+        hub.start()
+    except BaseException:
+        if node is not None:
+            node.stop()
+        raise
+    workbench = Workbench(f"http://{ip}:{port}", hub, hub_dir, manager_token, passwords, node)
     try:
         _wait_until_up(workbench)
         if demo:
@@ -109,6 +130,54 @@ def start(data_dir: Path, port: int = 8000, demo: bool = False, ip: str = "127.0
         workbench.stop()
         raise
     return workbench
+
+
+def start_ledger(data_dir: Path, site: str | None = None, avoid_port: int | None = None
+                 ) -> tuple[AnvilNode | None, dict[str, str]]:
+    """Start the local ledger node (unless ``CLOUDMRI_LEDGER_RPC_URL`` names another), deploy the contracts on
+    the first start, and return the node and the ``CLOUDMRI_LEDGER_*`` settings for the API service.
+
+    Args:
+        data_dir: the workbench's data directory; the ledger's state is in ``DATA_DIR/ledger`` unless
+            ``CLOUDMRI_LEDGER_DIR`` says otherwise.
+        site: the site the new key anchors for (default ``CLOUDMRI_LEDGER_SITE`` or ``CLOUDMRI_SITE``).
+        avoid_port: a port the node must not take (the hub's, not yet bound).
+
+    Raises:
+        UsageError: the chain no longer holds what was anchored (its state file was lost): ``cloudmri ledger
+            check`` and ``reanchor`` repair it.
+    """
+    from cloudmri_kernel.ledger.client import Ledger
+    from cloudmri_kernel.ledger.config import ledger_settings
+
+    config = ledger_settings()
+    updates: dict = {} if "CLOUDMRI_LEDGER_DIR" in os.environ else {"dir": data_dir / "ledger"}
+    node = None
+    if "CLOUDMRI_LEDGER_RPC_URL" not in os.environ:
+        port = config.port
+        if "CLOUDMRI_LEDGER_PORT" not in os.environ:
+            while (port := free_port()) == avoid_port:
+                pass
+        node = AnvilNode(updates.get("dir", config.directory), port, config.anvil)
+        node.start()
+        updates["rpc_url"] = node.url
+    config = config.model_copy(update=updates)
+    try:
+        with Ledger.from_settings(config) as ledger:
+            if ledger.deployment is None:
+                ledger.deploy(site or config.site_name)
+            else:
+                report = ledger.check_chain()
+                if not report.ok:
+                    raise UsageError(f"the ledger chain at {config.rpc_url} lost what was anchored "
+                                     f"({report.problems[0]}): run `cloudmri ledger check`, then `cloudmri ledger "
+                                     f"reanchor`, with CLOUDMRI_LEDGER_DIR={config.directory}")
+    except BaseException:
+        if node is not None:
+            node.stop()
+        raise
+    return node, {"CLOUDMRI_LEDGER_DIR": str(config.directory), "CLOUDMRI_LEDGER_RPC_URL": config.rpc_url,
+                  "CLOUDMRI_LEDGER_ENABLED": "true"}
 
 
 def _wait_until_up(workbench: Workbench, timeout: float = 120) -> None:

@@ -357,6 +357,15 @@ class Ledger:
         function = self._contract("provenance").functions.register_site(Web3.to_checksum_address(account), site)
         return self._call_and_wait(function)
 
+    def site_accounts(self, site: str) -> list[str]:
+        """The accounts registered for ``site`` now (read from the ``SiteRegistered`` events, each checked against
+        the registry, since an account can be removed or moved to another site)."""
+        provenance = self._contract("provenance")
+        logs = self._rpc(lambda: provenance.events.SiteRegistered().get_logs(
+            from_block=self.deployment.get("deploy_block", 0)))
+        candidates = dict.fromkeys(log.args.account for log in logs if log.args.site == site)
+        return [account for account in candidates if self.site_of(account) == site]
+
     def site_of(self, account: str) -> str:
         return self._rpc(self._contract("provenance").functions.site_of(Web3.to_checksum_address(account)).call)
 
@@ -406,14 +415,18 @@ class Ledger:
         return []
 
     def run_flusher(self, stop: threading.Event, poll_s: float = 1.0,
-                    on_error: Callable[[Exception], None] | None = None) -> None:
+                    on_error: Callable[[Exception], None] | None = None,
+                    on_success: Callable[[list[Anchored]], None] | None = None) -> None:
         """Call :meth:`flush_due` until ``stop`` is set; a node outage is reported to ``on_error`` and retried
-        with exponential backoff (up to a minute), the records staying queued."""
+        with exponential backoff (up to a minute), the records staying queued; each flush that did not fail is
+        reported to ``on_success`` with the batches it confirmed (often none)."""
         backoff = poll_s
         while not stop.is_set():
             try:
-                self.flush_due()
+                anchored = self.flush_due()
                 backoff = poll_s
+                if on_success is not None:
+                    on_success(anchored)
             except LedgerError as exc:
                 if on_error is not None:
                     on_error(exc)

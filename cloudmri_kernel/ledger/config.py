@@ -68,6 +68,27 @@ class LedgerSettings(BaseSettings):
         default=120.0, gt=0,
         description="How long to wait for a transaction to be mined. Example: CLOUDMRI_LEDGER_TX_TIMEOUT_S=600",
     )
+    enabled: bool | None = Field(
+        default=None,
+        description="Whether the API service anchors what it stores and consults on-chain grants. Default: when "
+        "the contracts are deployed or attached in LEDGER_DIR (its addresses.json exists); `cloudmri up` sets it. "
+        "Example: CLOUDMRI_LEDGER_ENABLED=false",
+    )
+    flush_poll_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How often the service's flusher looks for due batches; after a failure it waits twice as long "
+        "each time, up to a minute. Example: CLOUDMRI_LEDGER_FLUSH_POLL_S=0.2",
+    )
+    alert_after_s: float = Field(
+        default=300.0, gt=0,
+        description="The service raises its ledger alert when the node does not answer, or when a record has waited "
+        "this long to be anchored. Example: CLOUDMRI_LEDGER_ALERT_AFTER_S=900",
+    )
+    grant_cache_s: float = Field(
+        default=30.0, ge=0,
+        description="How long the service trusts an on-chain grant lookup; revocations the service issues itself "
+        "take effect at once. Example: CLOUDMRI_LEDGER_GRANT_CACHE_S=5",
+    )
     anvil: Path | None = Field(
         default=None,
         description="The anvil program; default: the one installed by npm (`@foundry-rs/anvil`) in node_modules, "
@@ -77,6 +98,13 @@ class LedgerSettings(BaseSettings):
     @property
     def directory(self) -> Path:
         return self.dir if self.dir is not None else core_settings().data_dir / "ledger"
+
+    @property
+    def service_enabled(self) -> bool:
+        """Whether the API service uses the ledger (see ``enabled``)."""
+        if self.enabled is not None:
+            return self.enabled
+        return (self.directory / "addresses.json").exists()
 
     @property
     def site_name(self) -> str:

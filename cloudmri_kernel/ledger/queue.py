@@ -139,6 +139,15 @@ class AnchorQueue:
                 "SELECT count(*), min(queued_at) FROM records WHERE batch_id IS NULL").fetchone()
         return count, oldest
 
+    def backlog(self) -> tuple[int, float | None]:
+        """How many records are not yet confirmed on chain (waiting, batched or sent), and the oldest one's queue
+        time."""
+        with self._lock:
+            count, oldest = self._db.execute(
+                "SELECT count(*), min(queued_at) FROM records LEFT JOIN batches USING (batch_id) "
+                "WHERE batches.state IS NULL OR batches.state != 'confirmed'").fetchone()
+        return count, oldest
+
     def create_batch(self, batch_id: str, root: str, members: Sequence[tuple[int, int, bytes]],
                      now: float | None = None) -> None:
         """Store a new pending batch and, for each ``(record id, leaf index, proof)``, its place in the tree."""

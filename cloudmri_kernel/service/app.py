@@ -21,12 +21,14 @@ from cloudmri_kernel import __version__
 from cloudmri_kernel.config import Settings
 from cloudmri_kernel.crypto import IntegrityError
 from cloudmri_kernel.errors import CloudMRIError, UsageError
+from cloudmri_kernel.ledger import LedgerError, VerificationFailed
 from cloudmri_kernel.service import browser_login, metrics, service_prefix
 from cloudmri_kernel.service.deps import NotFound
 from cloudmri_kernel.service.identity import AuthenticationError
 from cloudmri_kernel.service.jobs import JobRunner
+from cloudmri_kernel.service.ledger import ledger_error_status
 from cloudmri_kernel.service.policy import Forbidden
-from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, reading, series, uploads
+from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, ledger, reading, series, uploads
 from cloudmri_kernel.service.routes.uploads import RequestTooLarge
 from cloudmri_kernel.service.staging import OffsetMismatch
 from cloudmri_kernel.service.state import ServiceState
@@ -58,6 +60,8 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
         app.state.oauth = browser_login.HubOAuthClient.from_environment()
         app.state.jobs = JobRunner(service, workers=recon_workers)
         app.state.jobs.resume_pending()
+        if service.ledger is not None:
+            service.ledger.start()
         try:
             yield
         finally:
@@ -71,13 +75,19 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
                   "reconstruction jobs, images, reading workflow, grants and audit. Authenticate with "
                   "'Authorization: token YOUR_JUPYTERHUB_TOKEN'.")
     for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, grants.router,
-                   admin.router, metrics.router):
+                   ledger.router, admin.router, metrics.router):
         app.include_router(router, prefix=api)
     app.include_router(browser_login.router, prefix=base.rstrip("/"))
 
     @app.get(f"{base}health", tags=["admin"])
-    def health() -> dict:
-        return {"status": "ok", "version": __version__}
+    def health(request: Request) -> dict:
+        """The service answers; ``ledger`` tells whether anchoring works (``alert``: the node is down or records
+        wait too long) or ``configured: false`` when the service runs without a ledger."""
+        ledger = request.app.state.service.ledger
+        if ledger is None:
+            return {"status": "ok", "version": __version__, "ledger": {"configured": False}}
+        status = ledger.status()
+        return {"status": "degraded" if status.alert else "ok", "version": __version__, "ledger": status.to_dict()}
 
     def problem(status: int, detail, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
@@ -113,6 +123,17 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
         request.state.audit_reason = f"integrity failure: {exc}"
         return problem(500, f"a stored object failed its integrity check and was not served ({exc}); the "
                        "operators have been told (audit log)")
+
+    @app.exception_handler(VerificationFailed)
+    async def tampered(request: Request, exc: VerificationFailed):
+        log.error("ledger verification failed on %s: %s", request.url.path, exc)
+        request.state.audit_reason = f"verification failed: {exc}"
+        return problem(409, str(exc))
+
+    @app.exception_handler(LedgerError)
+    async def ledger_failed(request: Request, exc: LedgerError):
+        request.state.audit_reason = f"ledger: {exc}"
+        return problem(ledger_error_status(exc), str(exc))
 
     @app.exception_handler(UsageError)
     async def usage_error(request: Request, exc: UsageError):

@@ -45,6 +45,8 @@ def identity(request: Request, authorization: Annotated[str | None, Security(aut
 
 def session(service: Annotated[ServiceState, Depends(state)]) -> Iterator[Session]:
     with service.catalog.session() as db:
+        # access checks (policy.check_dataset) find the service here: its ledger's grants and its audit log
+        db.info["service"] = service
         yield db
 
 

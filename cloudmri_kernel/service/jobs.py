@@ -138,5 +138,7 @@ class JobRunner:
                             created_by=user)
             session.add(series)
             session.flush()
+            if self.state.ledger is not None:
+                self.state.ledger.queue_series(series)
             job = session.get(Job, job_id)
             job.status, job.series_id, job.progress, job.finished_at = "done", series.id, 1.0, utcnow()

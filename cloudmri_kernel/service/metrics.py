@@ -133,6 +133,25 @@ class _CatalogAndStore(Collector):
             stored.add_metric([site], size)
         yield objects
         yield stored
+        yield from _ledger_gauges(self.service)
+
+
+def _ledger_gauges(service: ServiceState) -> Iterator[GaugeMetricFamily]:
+    """The ledger's health: configured, node up, records not yet anchored, the alert (node down or a record
+    waiting longer than ``CLOUDMRI_LEDGER_ALERT_AFTER_S``)."""
+    yield GaugeMetricFamily("cloudmri_ledger_configured", "1 when the service anchors on a ledger, else 0.",
+                            value=int(service.ledger is not None))
+    if service.ledger is None:
+        return
+    status = service.ledger.status()
+    yield GaugeMetricFamily("cloudmri_ledger_up", "1 when the ledger node answers JSON-RPC, else 0.",
+                            value=int(status.up))
+    yield GaugeMetricFamily("cloudmri_ledger_backlog", "Records queued for anchoring and not yet confirmed on "
+                            "chain.", value=status.backlog)
+    yield GaugeMetricFamily("cloudmri_ledger_oldest_queued_seconds", "How long the oldest record not yet "
+                            "anchored has waited (0 without one).", value=status.oldest_queued_s)
+    yield GaugeMetricFamily("cloudmri_ledger_alert", "1 when anchoring needs an operator: the node is down, "
+                            "anchoring fails, or a record waits too long.", value=int(status.alert))
 
 
 class ServiceMetrics:

@@ -19,6 +19,7 @@ from cloudmri_kernel.config import Settings, settings
 from cloudmri_kernel.monitor.audit import AuditLog
 from cloudmri_kernel.service.identity import HubTokens, LocalTokens
 from cloudmri_kernel.service.images import ImageCache
+from cloudmri_kernel.service.ledger import ServiceLedger
 from cloudmri_kernel.service.staging import UploadStaging
 from cloudmri_kernel.store import ObjectStore
 
@@ -34,6 +35,7 @@ class ServiceState:
     images: ImageCache
     work_dir: Path
     max_chunk_bytes: int
+    ledger: ServiceLedger | None = None
 
     @classmethod
     def open(cls, config: Settings | None = None, hub_mode: bool | None = None) -> ServiceState:
@@ -54,10 +56,13 @@ class ServiceState:
         work_dir.mkdir(exist_ok=True, mode=0o700)
         staging = UploadStaging(service_dir / "staging")
         expire_stale_uploads(catalog, staging, timedelta(hours=config.upload_expiry_hours))
-        return cls(config=config, catalog=catalog, store=ObjectStore.from_settings(config),
-                   audit=AuditLog(catalog, config.data_dir / "audit" / "audit.jsonl"), tokens=tokens,
-                   staging=staging, images=ImageCache(), work_dir=work_dir,
-                   max_chunk_bytes=config.upload_chunk_mb << 20)
+        audit = AuditLog(catalog, config.data_dir / "audit" / "audit.jsonl")
+        ledger = ServiceLedger.from_settings(audit)
+        if ledger is not None:
+            ledger.queue_catalogued(catalog)
+        return cls(config=config, catalog=catalog, store=ObjectStore.from_settings(config), audit=audit,
+                   tokens=tokens, staging=staging, images=ImageCache(), work_dir=work_dir,
+                   max_chunk_bytes=config.upload_chunk_mb << 20, ledger=ledger)
 
     def cuda_available(self) -> bool:
         import torch
@@ -65,6 +70,8 @@ class ServiceState:
         return torch.cuda.is_available()
 
     def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.stop()
         self.catalog.dispose()
 
 

@@ -185,12 +185,7 @@ class ObjectStore:
             IntegrityError: A chunk fails authentication, or the plaintext does not hash to ``sha256`` (raised
                 while iterating, before the last chunk is released).
         """
-        data, _ = _paths(check_site_name(site), _check_sha256(sha256))
-        if not self.backend.exists(data):
-            raise ObjectNotFound(f"no object {sha256} in site '{site}'", self.backend)
-        record = self._sidecar(site, sha256)
-        data_key = self.keyring.unwrap(WrappedKey(record.kek_id, base64.b64decode(record.wrapped)),
-                                       _context(site, sha256))
+        data, record, data_key = self._unlock(site, sha256)
         handle = self.backend.open_read(data)
         try:
             key_id = read_header(handle).key_id
@@ -224,6 +219,30 @@ class ObjectStore:
             output.discard()
             raise
         return output.target
+
+    def plaintext_sha256(self, site: str, sha256: str) -> str:
+        """The SHA-256 of what the object at ``site/sha256`` decrypts to now. Unlike :meth:`open`, a plaintext
+        that no longer matches its address is hashed, not refused, so that a verification can name it.
+
+        Raises:
+            ObjectNotFound: No such object.
+            IntegrityError: A chunk fails authentication (a changed ciphertext has no plaintext to hash).
+        """
+        data, _, data_key = self._unlock(site, sha256)
+        digest = hashlib.sha256()
+        with self.backend.open_read(data) as handle:
+            for piece in decrypt_stream(handle, data_key):
+                digest.update(piece)
+        return digest.hexdigest()
+
+    def ciphertext_sha256(self, site: str, sha256: str) -> str:
+        """The SHA-256 of the stored (encrypted) bytes of an object, to name a changed ciphertext."""
+        data, _ = _paths(check_site_name(site), _check_sha256(sha256))
+        digest = hashlib.sha256()
+        with self.backend.open_read(data) as handle:
+            for piece in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(piece)
+        return digest.hexdigest()
 
     def exists(self, site: str, sha256: str) -> bool:
         data, _ = _paths(check_site_name(site), _check_sha256(sha256))
@@ -295,6 +314,16 @@ class ObjectStore:
                 self.backend.write_atomic(sidecar, updated.to_json())
                 rewrapped += 1
         return rewrapped
+
+    def _unlock(self, site: str, sha256: str) -> tuple[str, _Sidecar, bytes]:
+        """(data path, key sidecar, unwrapped data key) of an existing object; ObjectNotFound otherwise."""
+        data, _ = _paths(check_site_name(site), _check_sha256(sha256))
+        if not self.backend.exists(data):
+            raise ObjectNotFound(f"no object {sha256} in site '{site}'", self.backend)
+        record = self._sidecar(site, sha256)
+        data_key = self.keyring.unwrap(WrappedKey(record.kek_id, base64.b64decode(record.wrapped)),
+                                       _context(site, sha256))
+        return data, record, data_key
 
     def _sidecar(self, site: str, sha256: str) -> _Sidecar:
         _, path = _paths(site, sha256)

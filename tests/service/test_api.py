@@ -390,7 +390,10 @@ def test_each_site_admin_reads_its_own_sites_audit(api, dataset):
     site_a = api.audit_rows()
     assert "alice" in {e["user"] for e in site_a}
     attempts = [e for e in site_a if e["user"] == "bob"]
-    assert [(e["action"], e["status_code"]) for e in attempts] == [("get_dataset", 403)]  # on siteA's dataset
+    assert [(e["action"], e["status_code"]) for e in attempts] == [("get_dataset", 403), ("grant-decision", None)]
+    decision = attempts[1]  # the access decision is audited first, then the request it refused
+    assert decision["outcome"] == "failure" and decision["dataset_id"] == dataset["id"]
+    assert decision["details"] == {"need": "see", "decision": "deny", "source": "catalog", "dataset_site": "siteA"}
     line = json.loads((api.data_dir / "audit" / "audit.jsonl").read_text().splitlines()[-1])
     assert line["organization"]["name"] in ("siteA", "siteB")
 

@@ -202,6 +202,8 @@ def complete_upload(upload_id: str, request: Request, caller: Caller, db: DB, se
                         **{k: v for k, v in fields.items() if k != "subject"}))
     upload.status, upload.dataset_id = "complete", dataset.id
     request.state.dataset_id = dataset.id
+    if service.ledger is not None:  # queued before the commit: a dataset in the catalog is never left unanchored
+        service.ledger.queue_dataset(dataset)
     db.commit()
     service.staging.discard(upload_id)
     return dataset_out(db, dataset)

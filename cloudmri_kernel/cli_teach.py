@@ -1,0 +1,94 @@
+"""``cloudmri teach``: run a tutorial for a whole class and list the tutorials.
+
+``teach run`` exits 0 when every student's notebook ran, 1 when some failed or timed out (the summary says who
+and where), and 2 when nothing could run (a bad roster, parameters file, tutorial or option).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cloudmri_kernel.cli import _progress, app, err, out, reports_errors
+
+teach_app = typer.Typer(help="Course tutorials: run one for a whole class, list them.", no_args_is_help=True)
+app.add_typer(teach_app, name="teach")
+
+_STYLES = {"ok": "green", "failed": "red", "timeout": "yellow"}
+
+
+@teach_app.command("run")
+@reports_errors
+def teach_run(
+    tutorial: Annotated[str, typer.Argument(help="Tutorial name (see `cloudmri teach list`) or notebook path.")],
+    roster: Annotated[Path, typer.Option("--class", help="Roster CSV: a 'student' column and parameter columns.")],
+    params: Annotated[Path | None, typer.Option("--params", help="YAML parameters for the whole class; the "
+                                                "roster's cells win.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: out/teach/TUTORIAL).")]
+    = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Students run at the same time.")] = 1,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds one cell may run before the student's run "
+                                           "stops as a timeout.")] = 600.0,
+    kernel: Annotated[str | None, typer.Option(help="Jupyter kernel (default: the notebook's own).")] = None,
+) -> None:
+    """Execute a tutorial once per student (papermill) and write the notebooks, summary.csv and summary.html."""
+    from cloudmri_kernel.teach.runner import run_class
+    from cloudmri_kernel.teach.tutorials import find_tutorial
+
+    target = out_dir if out_dir is not None else Path("out") / "teach" / find_tutorial(tutorial).stem
+    with _progress() as bar:
+        task = bar.add_task(f"running {tutorial}", total=None)
+
+        def report(done: int, total: int, result) -> None:
+            bar.update(task, completed=done, total=total, description=f"{result.student}: {result.status}")
+
+        run = run_class(tutorial, roster, params, out_dir=target, parallel=parallel, cell_timeout=timeout,
+                        kernel_name=kernel, progress=report)
+    table = Table(title=f"{run.tutorial.title} ({len(run.results)} students)", title_justify="left")
+    for column in ("student", "status", "cell", "error", "seconds"):
+        table.add_column(column, overflow="fold")
+    for result in run.results:
+        table.add_row(result.student, f"[{_STYLES[result.status]}]{result.status}[/]",
+                      "" if result.cell is None else str(result.cell), result.error or "", f"{result.seconds:.1f}")
+    out.print(table)
+    out.print(f"notebooks in {run.out_dir / 'notebooks'}; summary {run.summary_html} and {run.summary_csv}",
+              highlight=False, soft_wrap=True)
+    if run.failed:
+        err.print(f"[bold red]{len(run.failed)} of {len(run.results)} students' notebooks did not run through[/]: "
+                  + ", ".join(f"{r.student} ({r.status})" for r in run.failed), highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@teach_app.command("list")
+@reports_errors
+def teach_list(
+    directory: Annotated[Path | None, typer.Option("--dir", help="Folder of tutorials (default: the workbench's "
+                                                   "notebooks/tutorials).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the tutorials and their parameters (name, type, default, help)."""
+    from cloudmri_kernel.teach.tutorials import TUTORIALS_DIR, list_tutorials
+
+    tutorials = list_tutorials(directory or TUTORIALS_DIR)
+    if as_json:
+        sys.stdout.write(json.dumps([
+            {"name": t.name, "title": t.title, "path": str(t.path),
+             "parameters": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help}
+                            for p in t.parameters.values()]}
+            for t in tutorials], indent=2) + "\n")
+        return
+    if not tutorials:
+        out.print(f"no tutorials in {directory or TUTORIALS_DIR}", highlight=False)
+        return
+    for t in tutorials:
+        table = Table(title=f"{t.name}: {t.title}", title_justify="left")
+        for column in ("parameter", "type", "default", "help"):
+            table.add_column(column, overflow="fold")
+        for p in t.parameters.values():
+            table.add_row(p.name, p.type or "?", p.default, p.help)
+        out.print(table)
