@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM
 from tests.hub.conftest import needs_user_servers
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("CLOUDMRI_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "out" /
                                 "test-artifacts"))
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
@@ -22,15 +22,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                        reason="needs Debian's chromium (./workbench setup installs it)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        yield chromium
-        chromium.close()
 
 
 def _sign_in(browser, bench, user: str):
