@@ -401,6 +401,5 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     out.print(table)
 
 
-from cloudmri_kernel import cli_platform  # noqa: E402,F401 - registers the data-platform commands on app
-from cloudmri_kernel import cli_ledger  # noqa: E402,F401 - registers the ledger commands on app
-from cloudmri_kernel import cli_teach  # noqa: E402,F401 - registers the teaching commands on app
+# The sub-command modules register their commands on `app` when imported.
+from cloudmri_kernel import cli_ledger, cli_platform, cli_teach  # noqa: E402,F401
