@@ -114,6 +114,11 @@ ALLOWED_PATHS = (
 )
 
 
+#: Server extensions a reading-mode server does not load: JupyterLab and the classic notebook UI, the language
+#: servers and terminals.
+UNUSED_EXTENSIONS = ("jupyterlab", "notebook_shim", "jupyter_lsp", "jupyter_server_terminals")
+
+
 def reading_mode_args(apps_dir: str | Path, default_app: str = DEFAULT_APP) -> list[str]:
     """Command-line options that start a Jupyter server (``jupyterhub-singleuser`` or ``jupyter server``) in
     reading mode, serving the notebooks of ``apps_dir`` with Voilà and opening ``default_app`` first.
@@ -129,6 +134,7 @@ def reading_mode_args(apps_dir: str | Path, default_app: str = DEFAULT_APP) -> l
 
             --ServerApp.jpserver_extensions=cloudmri_jupyter.reading=True
             --ServerApp.jpserver_extensions=voila.server_extension=True
+            --ServerApp.jpserver_extensions=jupyterlab=False   (… and the others of UNUSED_EXTENSIONS)
             --ServerApp.authorizer_class=cloudmri_jupyter.reading.ReadingAuthorizer
             --ServerApp.root_dir=/srv/cloudmri/notebooks/apps
             --ServerApp.default_url=/voila/render/reading.ipynb
@@ -150,6 +156,8 @@ def reading_mode_args(apps_dir: str | Path, default_app: str = DEFAULT_APP) -> l
     return [
         f"--ServerApp.jpserver_extensions={EXTENSION}=True",
         "--ServerApp.jpserver_extensions=voila.server_extension=True",
+        # Not loaded at all in reading mode (their routes are refused anyway): less to start, less to expose.
+        *(f"--ServerApp.jpserver_extensions={name}=False" for name in UNUSED_EXTENSIONS),
         f"--ServerApp.authorizer_class={EXTENSION}.ReadingAuthorizer",
         f"--ServerApp.root_dir={apps}",
         f"--ServerApp.default_url=/voila/render/{app.as_posix()}",
