@@ -263,6 +263,7 @@ class Method(StrEnum):
     cs_wavelet = "cs-wavelet"
     cs_tv = "cs-tv"
     nufft = "nufft"
+    dl = "dl"
 
 
 class Device(StrEnum):
@@ -285,6 +286,8 @@ def recon(
     method: Annotated[Method | None, typer.Option(help="Method; default: chosen from each header.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="YAML/JSON recipe (method and parameters).")] = None,
     lamda: Annotated[float | None, typer.Option("--lambda", help="Regularization weight of the method.")] = None,
+    model: Annotated[str | None, typer.Option(help="Trained model for --method dl: a name or a .pt file "
+                                                   "(`cloudmri dl models` lists them).")] = None,
     device: Annotated[Device | None, typer.Option(help="Where the torch parts run.")] = None,
     workers: Annotated[int | None, typer.Option(help="Dask workers (default: in this process).", min=1)] = None,
     export_to: Annotated[tuple[ExportFormat, Path] | None, typer.Option(
@@ -296,7 +299,7 @@ def recon(
     from cloudmri_kernel.recon.output import export, write_recon
     from cloudmri_kernel.recon.recipe import default_recipe, load_recipe, parse_recipe
 
-    overrides = {k: v for k, v in (("method", method and method.value), ("lamda", lamda),
+    overrides = {k: v for k, v in (("method", method and method.value), ("lamda", lamda), ("model", model),
                                    ("device", device and device.value)) if v is not None}
     if recipe is not None:
         chosen = load_recipe(recipe, overrides)
@@ -402,4 +405,4 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 
 # The sub-command modules register their commands on `app` when imported.
-from cloudmri_kernel import cli_ledger, cli_platform, cli_teach  # noqa: E402,F401
+from cloudmri_kernel import cli_dl, cli_ledger, cli_platform, cli_teach  # noqa: E402,F401

@@ -215,7 +215,7 @@ def _smooth_phase(matrix: int, z: float) -> np.ndarray:
     return 0.3 + 0.8 * x - 0.5 * y + 0.6 * x * y + 0.4 * (x**2 - y**2) + 0.5 * z
 
 
-def _coil_maps(matrix: int, coils: int, z: float) -> np.ndarray:
+def coil_maps(matrix: int, coils: int, z: float) -> np.ndarray:
     """Birdcage-like sensitivities (coils, y, x) with :math:`\\sum_c |S_c|^2 = 1` at every pixel.
 
     Coil c is a point receiver on a ring of radius :data:`COIL_RADIUS` around the object, its magnitude
@@ -274,7 +274,7 @@ def _random_lines(matrix: int, count: int, rng: np.random.Generator) -> np.ndarr
     return lines
 
 
-def _poisson_disc_lines(matrix: int, count: int, rng: np.random.Generator) -> np.ndarray:
+def poisson_disc_lines(matrix: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """About ``count`` lines with variable-density Poisson-disc spacing.
 
     In one dimension a maximal Poisson-disc set (Bridson 2007) with radius r has every gap in [r, 2r); here
@@ -322,7 +322,7 @@ def _line_pattern(spec: PhantomSpec, rng: np.random.Generator) -> np.ndarray:
     count = max(1, round(m / spec.accel))
     if spec.pattern == "random":
         return _random_lines(m, count, rng)
-    return _poisson_disc_lines(m, count, rng)
+    return poisson_disc_lines(m, count, rng)
 
 
 def _radial_trajectory(matrix: int, accel: int) -> np.ndarray:
@@ -403,7 +403,7 @@ def simulate_phantom(spec: PhantomSpec) -> RawContent:
     positions_mm, thickness = _slice_positions_mm(slices)
     heights = positions_mm / (FOV_MM / 2)
     phantom = np.stack([_shepp_logan(m, z) * np.exp(1j * _smooth_phase(m, z)) for z in heights])
-    csm = np.stack([_coil_maps(m, coils, z) for z in heights])
+    csm = np.stack([coil_maps(m, coils, z) for z in heights])
     coil_images = csm * phantom[:, np.newaxis]
     arrays: dict[str, np.ndarray] = {"phantom": phantom.astype(np.complex64), "csm": csm.astype(np.complex64)}
 

@@ -8,6 +8,7 @@ Each task is a plain picklable object, so the same code runs in-process and on a
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,11 +26,13 @@ from cloudmri_kernel.recon import coils as coil_tools
 from cloudmri_kernel.recon import iterative
 from cloudmri_kernel.recon.fft import centered_ifft, crop_center
 from cloudmri_kernel.recon.grappa import calibration_region, reconstruct_grappa
+from cloudmri_kernel.recon.model_files import load_model
 from cloudmri_kernel.recon.operators import NUFFT, pipe_menon_dcf, remove_readout_oversampling
 from cloudmri_kernel.recon.partial_fourier import homodyne, pocs
 from cloudmri_kernel.recon.recipe import (
     CSTVRecipe,
     CSWaveletRecipe,
+    DLRecipe,
     GrappaRecipe,
     IfftRecipe,
     NufftRecipe,
@@ -186,6 +189,9 @@ def _reconstruct(task: SliceTask) -> SliceResult:
             result = iterative.reconstruct_cs_tv(task.kspace, maps, mask2d, lamda=recipe.lamda,
                                                  max_iter=recipe.max_iter, device=recipe.device)
         return SliceResult(result.image, result.iterations, result.converged)
+    if isinstance(recipe, DLRecipe):
+        maps = _maps(task, recipe.maps)
+        return SliceResult(_run_network(recipe, task.kspace, task.mask, maps))
     if isinstance(recipe, NufftRecipe):
         if task.samples is None:
             raise UsageError("NUFFT reconstructs radial or spiral data; this file is Cartesian: use --method ifft, "
@@ -204,6 +210,19 @@ def _reconstruct(task: SliceTask) -> SliceResult:
                                                        device=recipe.device)
         return SliceResult(result.image, result.iterations, result.converged)
     raise UsageError(f"unknown method {recipe.method}")
+
+
+@functools.lru_cache(maxsize=4)
+def _network(reference: str, device: str):
+    """The model once per worker process (its hash checked at load, see :func:`load_model`)."""
+    return load_model(reference, device)[0]
+
+
+@torch.no_grad()
+def _run_network(recipe: DLRecipe, kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    net = _network(recipe.model, recipe.device)
+    inputs = [to_tensor(np.asarray(a)[np.newaxis], recipe.device) for a in (kspace, mask, maps)]
+    return net(inputs[0].to(torch.complex64), inputs[1], inputs[2].to(torch.complex64))[0].cpu().numpy()
 
 
 def _cartesian_tasks(mrd: MRDFile, recipe: Recipe) -> tuple[list[SliceTask], tuple[str, ...], tuple, np.ndarray]:

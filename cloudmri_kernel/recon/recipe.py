@@ -99,10 +99,20 @@ class NufftRecipe(_RecipeBase):
     max_iter: int = Field(20, ge=1, le=10000)
 
 
-Recipe = Annotated[IfftRecipe | GrappaRecipe | SenseRecipe | CSWaveletRecipe | CSTVRecipe | NufftRecipe,
+class DLRecipe(_RecipeBase):
+    """Unrolled deep-learning reconstruction (MoDL) with a trained model, known by its hash."""
+
+    method: Literal["dl"] = "dl"
+    model: str = Field("modl-synthetic", min_length=1, description="Model: a shipped name, a name in the models "
+                       "directory or a .pt file; its SHA-256 is checked against its card before use.")
+    maps: Literal["espirit", "lowres"] = Field("lowres", description="Coil sensitivities for the data-consistency "
+                                               "steps; the shipped model was trained with low-resolution maps.")
+
+
+Recipe = Annotated[IfftRecipe | GrappaRecipe | SenseRecipe | CSWaveletRecipe | CSTVRecipe | NufftRecipe | DLRecipe,
                    Field(discriminator="method")]
 _ADAPTER: TypeAdapter = TypeAdapter(Recipe)
-METHODS = ("ifft", "grappa", "sense", "cs-wavelet", "cs-tv", "nufft")
+METHODS = ("ifft", "grappa", "sense", "cs-wavelet", "cs-tv", "nufft", "dl")
 
 
 def parse_recipe(content: dict) -> Recipe:

@@ -1,0 +1,169 @@
+"""The server side of a round: Flower strategies, guarded against sites that fail, drop out or send bad weights.
+
+:func:`make_strategy` returns one of Flower's own strategies (FedAvg, FedProx, FedTrimmedAvg, Krum) extended by
+:class:`Guard`, which before Flower aggregates a round:
+
+* drops replies whose arrays hold NaN or infinity, or whose update norm is absurd — more than
+  :data:`ABSURD_FACTOR` times the median update norm of the round (with three or more replies) or than
+  ``max_update_norm`` — and logs each rejection with the site and the reason;
+* requires at least ``min_sites`` usable replies: with fewer, the round keeps the previous global weights
+  and is recorded as incomplete (a site that drops out mid-round does not stop the experiment);
+* keeps a :class:`RoundRecord` per round: which sites were asked, which answered, which were rejected and
+  why, and every site's metrics, for the experiment's record in the catalog.
+
+Robust aggregation is Flower's: ``trimmed-mean`` (Yin et al. 2018) and ``krum`` (Blanchard et al. 2017) bound
+the influence of a site whose weights are wrong but finite.
+
+References:
+    McMahan B et al. Communication-efficient learning of deep networks from decentralized data. AISTATS 2017.
+    Li T et al. Federated optimization in heterogeneous networks (FedProx). MLSys 2020.
+    Yin D et al. Byzantine-robust distributed learning: towards optimal statistical rates. ICML 2018.
+    Blanchard P et al. Machine learning with adversaries: Byzantine tolerant gradient descent. NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, Krum
+
+from cloudmri_kernel.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
+#: An update more than this many times the round's median update norm is rejected as absurd.
+ABSURD_FACTOR = 50.0
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round (stored in the experiment's metrics)."""
+
+    round: int
+    asked: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    complete: bool = True
+    train: dict[str, dict] = field(default_factory=dict)
+    evaluate: dict[str, dict] = field(default_factory=dict)
+
+
+def _site_of(msg: Message) -> str:
+    record = msg.content.config_records.get("site") if not msg.has_error() else None
+    return str(record["name"]) if record is not None else f"node {msg.metadata.src_node_id}"
+
+
+def _flat(arrays: ArrayRecord) -> np.ndarray:
+    return np.concatenate([array.numpy().ravel().astype(np.float64) for array in arrays.values()])
+
+
+class Guard:
+    """Mixed into a Flower strategy by :func:`make_strategy` (see the module)."""
+
+    min_sites: int
+    max_update_norm: float | None
+    rounds: list[RoundRecord]
+    _global: np.ndarray | None
+    _names: dict[int, str]
+
+    def _record(self, server_round: int) -> RoundRecord:
+        while len(self.rounds) < server_round:
+            self.rounds.append(RoundRecord(len(self.rounds) + 1))
+        return self.rounds[server_round - 1]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
+        self._global = _flat(arrays)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._record(server_round).asked = sorted(self._names.get(m.metadata.dst_node_id,
+                                                                  f"node {m.metadata.dst_node_id}")
+                                                  for m in messages)
+        return messages
+
+    def _usable(self, server_round: int, replies: list[Message]) -> list[Message]:
+        record = self._record(server_round)
+        answered = []
+        for msg in replies:
+            site = _site_of(msg)
+            if msg.has_error():
+                record.failed.append(site)
+                log.warning("round %d: %s failed: %s", server_round, site, msg.error.reason)
+                continue
+            self._names[msg.metadata.src_node_id] = site
+            arrays = next(iter(msg.content.array_records.values()), None)
+            if arrays is None:
+                record.rejected[site] = "no weights in the reply"
+                continue
+            flat = _flat(arrays)
+            if flat.shape != self._global.shape:
+                record.rejected[site] = f"weights of the wrong size ({flat.size}, expected {self._global.size})"
+            elif not np.all(np.isfinite(flat)):
+                record.rejected[site] = "weights with NaN or infinity"
+            elif self.max_update_norm is not None and np.linalg.norm(flat - self._global) > self.max_update_norm:
+                record.rejected[site] = f"update norm above {self.max_update_norm}"
+            else:
+                answered.append((msg, site, float(np.linalg.norm(flat - self._global))))
+                continue
+            log.warning("round %d: rejected the weights of %s: %s", server_round, site, record.rejected[site])
+        if len(answered) >= 3:
+            median = float(np.median([norm for *_, norm in answered]))
+            for msg, site, norm in list(answered):
+                if median > 0 and norm > ABSURD_FACTOR * median:
+                    record.rejected[site] = f"absurd update: norm {norm:.3g} is over {ABSURD_FACTOR:g}x the median"
+                    log.warning("round %d: rejected the weights of %s: %s", server_round, site,
+                                record.rejected[site])
+                    answered.remove((msg, site, norm))
+        usable = [msg for msg, *_ in answered]
+        record.trained = sorted(site for _, site, _ in answered)
+        for msg in usable:
+            record.train[_site_of(msg)] = dict(next(iter(msg.content.metric_records.values())))
+        return usable
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        usable = self._usable(server_round, list(replies))
+        if len(usable) < self.min_sites:
+            self._record(server_round).complete = False
+            log.warning("round %d: only %d usable site(s), %d needed: the global model is kept", server_round,
+                        len(usable), self.min_sites)
+            return None, None
+        return super().aggregate_train(server_round, usable)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        record = self._record(server_round)
+        good = []
+        for msg in replies:
+            if msg.has_error():
+                log.warning("round %d: evaluation at %s failed: %s", server_round, _site_of(msg), msg.error.reason)
+                continue
+            record.evaluate[_site_of(msg)] = dict(next(iter(msg.content.metric_records.values())))
+            good.append(msg)
+        return super().aggregate_evaluate(server_round, good) if good else None
+
+
+def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,
+                  trim_beta: float = 0.2, krum_byzantine: int = 1):
+    """A guarded Flower strategy by name (:data:`STRATEGIES`); every available site trains and evaluates."""
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
+    if min_sites < 1:
+        raise UsageError("min_sites must be at least 1")
+    base = STRATEGIES[name]
+    options = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": min_sites,
+               "min_evaluate_nodes": min_sites, "min_available_nodes": min_sites}
+    if name == "fedprox":
+        options["proximal_mu"] = proximal_mu
+    elif name == "trimmed-mean":
+        options["beta"] = trim_beta
+    elif name == "krum":
+        options["num_malicious_nodes"] = krum_byzantine
+    strategy = type(f"Guarded{base.__name__}", (Guard, base), {})(**options)
+    strategy.min_sites, strategy.max_update_norm = min_sites, max_update_norm
+    strategy.rounds, strategy._global, strategy._names = [], None, {}
+    return strategy

@@ -1,0 +1,170 @@
+"""A federated experiment: rounds of Flower training across sites, every global model kept by its hash.
+
+:func:`run_experiment` starts from a freshly initialized network (or given weights), runs the guarded strategy
+(:mod:`.aggregation`) for the configured rounds over a Flower ``Grid`` (in-process by default, a SuperLink's in a
+deployment), and after every round writes the global model (:func:`~cloudmri_kernel.recon.model_files.save_model`,
+card with the round's per-site metrics), records it in the catalog's ``models`` table with its SHA-256, queues
+that hash for anchoring on the ledger when a ledger is given, and updates the ``experiments`` row: configuration,
+which sites took part, and per round who trained, who failed or was rejected and why, and each site's training
+loss and held-out loss/SSIM/PSNR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.federated.aggregation import STRATEGIES, RoundRecord, make_strategy
+from cloudmri_kernel.federated.simulation import InProcessGrid
+from cloudmri_kernel.federated.site import BATCH_SIZE, LEARNING_RATE, LOCAL_EPOCHS
+from cloudmri_kernel.federated.site import app as site_app
+from cloudmri_kernel.federated.sites import SiteConfig
+from cloudmri_kernel.recon.model_files import save_model
+from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
+
+#: Node IDs of in-process sites start here (Flower's SuperLink itself is node 1).
+FIRST_NODE_ID = 1001
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What the server runs. ``min_sites``: fewest usable sites for a round to update the global model."""
+
+    name: str = "federated"
+    strategy: str = "fedavg"
+    rounds: int = 3
+    local_epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 4
+    min_sites: int = 1
+    proximal_mu: float = 0.01
+    max_update_norm: float | None = None
+    seed: int = 0
+    architecture: MoDLConfig = field(default_factory=MoDLConfig)
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
+        if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1 or self.min_sites < 1:
+            raise UsageError("rounds, local_epochs, batch_size and min_sites must be at least 1")
+
+    def round_config(self) -> ConfigRecord:
+        """What every site is sent with the weights: training settings and the architecture."""
+        values = {LOCAL_EPOCHS: self.local_epochs, LEARNING_RATE: self.lr, BATCH_SIZE: self.batch_size}
+        values.update({f"modl-{key}": value for key, value in self.architecture.to_dict().items()})
+        return ConfigRecord(values)
+
+
+@dataclass
+class GlobalModel:
+    round: int
+    path: Path
+    sha256: str
+
+
+@dataclass
+class ExperimentResult:
+    experiment_id: str | None
+    rounds: list[RoundRecord]
+    models: list[GlobalModel]
+    seconds: float
+
+    @property
+    def final(self) -> GlobalModel:
+        return self.models[-1]
+
+
+def _catalog_start(catalog, config: ExperimentConfig, sites: Sequence[SiteConfig], created_by: str) -> str | None:
+    if catalog is None:
+        return None
+    from cloudmri_kernel.catalog.models import Experiment
+
+    with catalog.session() as session:
+        experiment = Experiment(name=config.name, created_by=created_by, status="running",
+                                config={**asdict(config), "sites": [s.to_node_config() for s in sites]},
+                                sites=[s.name for s in sites])
+        session.add(experiment)
+        session.flush()
+        return experiment.id
+
+
+def _catalog_round(catalog, experiment_id: str | None, rounds: list[RoundRecord], model: GlobalModel,
+                   status: str) -> None:
+    if catalog is None:
+        return
+    from sqlalchemy import select
+
+    from cloudmri_kernel.catalog.models import Experiment, Model
+
+    record = rounds[model.round - 1] if model.round else None
+    with catalog.session() as session:
+        experiment = session.get(Experiment, experiment_id)
+        experiment.metrics = [asdict(r) for r in rounds]
+        experiment.sites = sorted({site for r in rounds for site in r.trained}) or experiment.sites
+        experiment.status = status
+        if session.scalar(select(Model.id).where(Model.sha256 == model.sha256)) is None:
+            session.add(Model(name=f"{experiment.name} round {model.round}", sha256=model.sha256,
+                              experiment_id=experiment_id, round=model.round,
+                              metrics={"evaluate": record.evaluate, "train": record.train} if record else {}))
+
+
+def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_dir: str | Path, *, catalog=None,
+                   created_by: str = "federated", ledger=None, grid=None,
+                   initial: dict[str, torch.Tensor] | None = None,
+                   on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
+    """Run the experiment (see the module); the global models go to ``out_dir/round-N.pt``."""
+    if grid is None:
+        if not sites:
+            raise UsageError("an experiment needs at least one site")
+        names = [s.name for s in sites]
+        if len(set(names)) != len(names):
+            raise UsageError(f"site names must be unique, got {', '.join(names)}")
+        grid = InProcessGrid(site_app, {FIRST_NODE_ID + index: site.to_node_config()
+                                        for index, site in enumerate(sites)})
+    out_dir = Path(out_dir)
+    torch.manual_seed(config.seed)
+    net = MoDL(config.architecture)
+    if initial is not None:
+        net.load_state_dict(initial)
+    strategy = make_strategy(config.strategy, min_sites=config.min_sites, max_update_norm=config.max_update_norm,
+                             proximal_mu=config.proximal_mu)
+    experiment_id = _catalog_start(catalog, config, sites, created_by)
+    models: list[GlobalModel] = []
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        net.load_state_dict(arrays.to_torch_state_dict())
+        record = strategy.rounds[server_round - 1] if server_round else None
+        card = {"experiment": experiment_id, "experiment_name": config.name, "round": server_round,
+                "strategy": config.strategy, "training": {"data": "federated", "sites": [s.name for s in sites]},
+                "round_record": asdict(record) if record else None}
+        path = out_dir / f"round-{server_round}.pt"
+        saved = save_model(net, path, card)
+        model = GlobalModel(server_round, path, saved["sha256"])
+        models.append(model)
+        if ledger is not None:
+            ledger.add("model", model.sha256, experiment_id or config.name, name=f"{config.name}/round-{server_round}")
+        last = server_round == config.rounds
+        _catalog_round(catalog, experiment_id, strategy.rounds, model, "finished" if last else "running")
+        if record is not None and on_round is not None:
+            on_round(record)
+        return None
+
+    started = time.perf_counter()
+    try:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=config.rounds,
+                       train_config=config.round_config(), evaluate_config=config.round_config(),
+                       evaluate_fn=after_round)
+    except BaseException:
+        if catalog is not None and experiment_id is not None:
+            from cloudmri_kernel.catalog.models import Experiment
+
+            with catalog.session() as session:
+                session.get(Experiment, experiment_id).status = "failed"
+        raise
+    return ExperimentResult(experiment_id, strategy.rounds, models, time.perf_counter() - started)

@@ -1,0 +1,70 @@
+"""The hospital side of federated training: a Flower ClientApp that trains and evaluates on its site's data.
+
+On ``train`` a site loads the global weights it was sent, trains for the configured local epochs on its own
+training split (adding FedProx's proximal term when the server's config carries ``proximal-mu``) and replies
+with its new weights, its number of examples (the averaging weight) and its training loss. On ``evaluate`` it
+scores the weights it was sent on its held-out split (loss, SSIM, PSNR). Every reply names the site in a
+``site`` ConfigRecord, so the server can record per-site metrics; no image or k-space ever leaves the site.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from cloudmri_kernel.federated.sites import SiteConfig, load_site_data
+from cloudmri_kernel.recon import training
+from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
+
+app = ClientApp()
+
+#: Keys of the ConfigRecord the server sends with every round.
+LOCAL_EPOCHS, LEARNING_RATE, BATCH_SIZE, PROXIMAL_MU = "local-epochs", "lr", "batch-size", "proximal-mu"
+
+
+def network_from(arrays: ArrayRecord, config: ConfigRecord) -> MoDL:
+    """The network the server's architecture keys describe, with the arrays it sent."""
+    architecture = MoDLConfig(**{key[len("modl-"):]: config[key] for key in config if key.startswith("modl-")})
+    net = MoDL(architecture)
+    net.load_state_dict(arrays.to_torch_state_dict())
+    return net
+
+
+def _site(context: Context) -> SiteConfig:
+    return SiteConfig.from_node_config(dict(context.node_config))
+
+
+def _reply(msg: Message, site: SiteConfig, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    site = _site(context)
+    config = msg.content["config"]
+    net = network_from(msg.content["arrays"], config)
+    global_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    train_set, _ = load_site_data(site)
+    mu = float(config.get(PROXIMAL_MU, 0.0))
+    losses = training.train(net, train_set, epochs=int(config.get(LOCAL_EPOCHS, 1)),
+                            batch_size=int(config.get(BATCH_SIZE, 4)), lr=float(config.get(LEARNING_RATE, 1e-3)),
+                            seed=site.seed + int(config["server-round"]), proximal_mu=mu,
+                            global_state=global_state if mu > 0 else None)
+    state = {name: tensor.detach() for name, tensor in net.state_dict().items()}
+    return _reply(msg, site, {"train-loss": sum(losses) / len(losses), "num-examples": len(train_set)},
+                  ArrayRecord(state))
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    site = _site(context)
+    net = network_from(msg.content["arrays"], msg.content["config"])
+    _, test_set = load_site_data(site)
+    with torch.no_grad():
+        scores = training.evaluate(net, test_set)
+    return _reply(msg, site, {"loss": scores["loss"], "ssim": scores["ssim"], "psnr": scores["psnr"],
+                              "num-examples": len(test_set)})

@@ -1,0 +1,170 @@
+"""Federated training in one process: Flower's strategies and ClientApp, sites with their own data, the catalog
+record, and the faults a real consortium meets (a site that fails, one that sends NaN or absurd weights)."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Message
+from flwr.clientapp import ClientApp
+from sqlalchemy import select
+
+from cloudmri_kernel.catalog.db import Catalog
+from cloudmri_kernel.catalog.models import Experiment, Model
+from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.federated.experiment import FIRST_NODE_ID, ExperimentConfig, run_experiment
+from cloudmri_kernel.federated.simulation import InProcessGrid
+from cloudmri_kernel.federated.site import app as site_app
+from cloudmri_kernel.federated.sites import SiteConfig
+from cloudmri_kernel.recon.model_files import load_model
+from cloudmri_kernel.recon.unrolled import MoDLConfig
+
+ARCH = MoDLConfig(unrolls=1, cg_iterations=3, features=8, depth=3)
+
+
+def _sites(count=3):
+    kinds = [dict(coils=4, noise=0.01, contrast="t1"), dict(coils=8, noise=0.03, contrast="t2"),
+             dict(coils=6, noise=0.02, accel=3, pattern="uniform")]
+    return [SiteConfig(f"site{i}", matrix=32, calib=8, train_count=6, test_count=3, seed=i, **kinds[i])
+            for i in range(count)]
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
+    yield catalog
+    catalog.engine.dispose()
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "trimmed-mean", "krum"])
+def test_every_strategy_runs_rounds_and_records_them(tmp_path, catalog, strategy):
+    config = ExperimentConfig(name=f"exp-{strategy}", strategy=strategy, rounds=2, architecture=ARCH,
+                              min_sites=2)
+    result = run_experiment(config, _sites(), tmp_path / "models", catalog=catalog, created_by="ada")
+    assert [r.trained for r in result.rounds] == [["site0", "site1", "site2"]] * 2
+    assert all(set(r.evaluate) == {"site0", "site1", "site2"} for r in result.rounds)
+    for r in result.rounds:
+        for metrics in r.evaluate.values():
+            assert 0 < metrics["ssim"] <= 1 and metrics["psnr"] > 0 and metrics["num-examples"] == 3
+        assert all(m["num-examples"] == 6 and m["train-loss"] > 0 for m in r.train.values())
+    assert [m.round for m in result.models] == [0, 1, 2]
+    net, card = load_model(result.final.path, expected_sha256=result.final.sha256)
+    assert card["round"] == 2 and card["strategy"] == strategy
+    with catalog.session() as session:
+        experiment = session.get(Experiment, result.experiment_id)
+        assert experiment.status == "finished" and experiment.created_by == "ada"
+        assert experiment.sites == ["site0", "site1", "site2"]
+        assert experiment.config["strategy"] == strategy and len(experiment.config["sites"]) == 3
+        assert [r["round"] for r in experiment.metrics] == [1, 2]
+        models = session.scalars(select(Model).where(Model.experiment_id == result.experiment_id)
+                                 .order_by(Model.round)).all()
+        assert [m.round for m in models] == [0, 1, 2]
+        assert models[-1].sha256 == result.final.sha256
+        assert set(models[-1].metrics["evaluate"]) == {"site0", "site1", "site2"}
+
+
+def test_fedavg_weights_are_the_example_weighted_mean_of_the_sites(tmp_path):
+    """One round of FedAvg by hand: the global model equals sum(n_i w_i) / sum(n_i) of what the sites sent."""
+    sites = [SiteConfig("a", matrix=32, calib=8, coils=4, train_count=4, test_count=1, seed=0),
+             SiteConfig("b", matrix=32, calib=8, coils=4, train_count=8, test_count=1, seed=1)]
+    sent = {}
+
+    recorder = ClientApp()
+
+    @recorder.train()
+    def train(msg, context):
+        reply = site_app(msg, context)
+        sent[context.node_config["name"]] = reply.content["arrays"].to_torch_state_dict()
+        return reply
+
+    @recorder.evaluate()
+    def evaluate(msg, context):
+        return site_app(msg, context)
+
+    grid = InProcessGrid(recorder, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), sites, tmp_path, grid=grid)
+    net, _ = load_model(result.final.path)
+    for name, tensor in net.state_dict().items():
+        expected = (4 * sent["a"][name] + 8 * sent["b"][name]) / 12
+        torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-6)
+
+
+def _faulty(kind: str) -> ClientApp:
+    """A site that fails during training, or sends NaN, or absurdly large weights (a broken or hostile site)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context):
+        if kind == "drop":
+            raise ConnectionError("site went offline mid-round")
+        reply = site_app(msg, context)
+        state = reply.content["arrays"].to_torch_state_dict()
+        first = next(iter(state))
+        state[first] = torch.full_like(state[first], float("nan")) if kind == "nan" else state[first] * 1e6
+        reply.content["arrays"] = ArrayRecord(state)
+        return reply
+
+    @app.evaluate()
+    def evaluate(msg, context):
+        if kind == "drop":
+            raise ConnectionError("site went offline mid-round")
+        return site_app(msg, context)
+
+    return app
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("drop", None), ("nan", "NaN"), ("absurd", "absurd")])
+def test_a_failing_or_bad_site_is_left_out_and_the_round_completes(tmp_path, catalog, kind, reason):
+    sites = _sites()
+    apps = {FIRST_NODE_ID: site_app, FIRST_NODE_ID + 1: site_app, FIRST_NODE_ID + 2: _faulty(kind)}
+    grid = InProcessGrid(apps, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH, min_sites=2), sites, tmp_path,
+                            catalog=catalog, grid=grid)
+    (record,) = result.rounds
+    assert record.complete and record.trained == ["site0", "site1"]
+    if kind == "drop":
+        assert record.failed == ["node 1003"] and not record.rejected
+    else:
+        assert list(record.rejected) == ["site2"] and reason in record.rejected["site2"]
+    net, _ = load_model(result.final.path)
+    assert all(torch.isfinite(t).all() and t.abs().max() < 1e3 for t in net.state_dict().values())
+    with catalog.session() as session:
+        stored = session.get(Experiment, result.experiment_id).metrics[0]
+        assert stored["trained"] == ["site0", "site1"]
+        assert stored["failed"] == record.failed and stored["rejected"] == record.rejected
+
+
+def test_too_few_sites_keeps_the_global_model_and_says_so(tmp_path):
+    sites = _sites(2)
+    apps = {FIRST_NODE_ID: site_app, FIRST_NODE_ID + 1: _faulty("nan")}
+    grid = InProcessGrid(apps, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH, min_sites=2), sites, tmp_path, grid=grid)
+    assert not result.rounds[0].complete
+    assert result.models[1].sha256 == result.models[0].sha256
+    start, _ = load_model(result.models[0].path)
+    end, _ = load_model(result.models[1].path)
+    for name, tensor in start.state_dict().items():
+        torch.testing.assert_close(end.state_dict()[name], tensor)
+
+
+def test_bad_experiment_and_site_settings_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="strategy"):
+        ExperimentConfig(strategy="fedsgd")
+    with pytest.raises(UsageError, match="at least 1"):
+        ExperimentConfig(rounds=0)
+    with pytest.raises(UsageError, match="unique"):
+        run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), [_sites(1)[0]] * 2, tmp_path)
+    with pytest.raises(UsageError, match="data_dir"):
+        SiteConfig("x", source="store")
+    with pytest.raises(UsageError, match="unknown site settings"):
+        SiteConfig.from_node_config({"name": "x", "colour": "red"})
+    with pytest.raises(UsageError, match="contrast"):
+        SiteConfig("x", contrast="flair")
+
+
+def test_sites_keep_their_own_data_apart():
+    """Different sites, different data: no sample of one site appears at another."""
+    from cloudmri_kernel.federated.sites import load_site_data
+
+    a, b = (load_site_data(s) for s in _sites(2))
+    assert a[0][0].kspace.shape[0] == 4 and b[0][0].kspace.shape[0] == 8
+    assert not np.allclose(np.abs(a[1][0].target), np.abs(b[1][0].target))
