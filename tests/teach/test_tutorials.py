@@ -19,6 +19,9 @@ SMALL = {
     "04_compressed_sensing": {"matrix": 64, "coils": 4, "accel": 3, "calib": 16, "n_lambdas": 3, "max_iter": 15,
                               "lambda_min": 0.001, "lambda_max": 0.02},
     "05_image_quality": {"matrix": 64, "coils": 4, "slices": 2},
+    "06_secure_data_platform": {"matrix": 32, "coils": 2},
+    "07_ledger": {"datasets": 4, "matrix": 32, "leaf": 1, "singles": 2},
+    "09_scaling_with_dask": {"matrix": 32, "coils": 2, "slices": 2, "sense_iterations": 3},
 }
 RECORDS = {
     "01_mrd_files": {"readout_oversampling", "acquisitions", "net_acceleration", "kspace_peak_offset", "valid"},
@@ -32,6 +35,12 @@ RECORDS = {
     "05_image_quality": {"ssim_sense", "psnr_sense", "nmse_sense", "ssim_zero_filled", "nmse_wrong_scale",
                          "nmse_rescaled", "ssim_fixed_range", "ssim_volume_range", "ssim_per_slice_range",
                          "ssim_sense_masked", "ssim_zero_filled_masked", "psnr_identical"},
+    "06_secure_data_platform": {"sha256_matches", "hex_digits_changed", "status_without_grant", "status_after_revoke",
+                                "bob_refused", "audit_events"},
+    "07_ledger": {"proof_length", "root_matches", "verified", "tampered_detected", "forged_proof_accepted",
+                  "gas_per_batch", "gas_ratio", "daily_cost_ratio"},
+    "09_scaling_with_dask": {"images_allclose", "relative_difference", "compute_per_byte_ratio", "speedup_sense",
+                             "efficiency_sense"},
 }
 REAL_DATA_RECORDS = {"real_ghosts_zero_filled", "real_ghosts_grappa", "real_ghosts_sense"}
 
@@ -77,6 +86,18 @@ def test_tutorial_runs_with_small_parameters(name, tmp_path):
         assert records["ghosts_grappa"] < records["ghosts_zero_filled"] / 10
     if name == "05_image_quality":
         assert records["psnr_identical"] == math.inf
+    if name == "06_secure_data_platform":
+        assert records["sha256_matches"] is True
+        refusals = (records["status_without_grant"], records["status_after_revoke"], records["bob_refused"])
+        assert refusals == (403, 403, 2)
+    if name == "07_ledger":
+        assert records["proof_length"] == 2  # a batch of 4
+        assert records["root_matches"] and records["verified"] and records["tampered_detected"]
+        assert records["forged_proof_accepted"] is False
+        assert 1.9 < records["gas_ratio"] < 2.1  # two single anchors against one batch of two
+    if name == "09_scaling_with_dask":
+        assert records["images_allclose"] is True and records["relative_difference"] < 1e-4
+        assert records["compute_per_byte_ratio"] > 1
 
 
 @pytest.mark.slow
