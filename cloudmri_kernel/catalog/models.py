@@ -2,8 +2,9 @@
 
 One table per concept of the architecture's data model: Site, Subject (pseudonym only), Dataset (an MRD raw
 file in the object store), Series (reconstructed images with the recipe that made them), Label, QualityScore,
-Report, Assignment (worklist), Grant, AuditEvent, Experiment (federated run) and Model (weights hash), plus the
-service's own bookkeeping: Upload (a resumable upload in progress) and Job (a reconstruction request).
+Report, Assignment (worklist), Grant, AuditEvent, Experiment (federated run), Model (weights hash) and the blinded
+ReaderStudy with its ReaderStudyCase rows, plus the service's own bookkeeping: Upload (a resumable upload in
+progress) and Job (a reconstruction request).
 
 Objects are referenced by the SHA-256 of their plaintext, which is also their address in the object store and
 what the ledger anchors. Times are stored in UTC and returned timezone-aware on every database.
@@ -318,3 +319,50 @@ class Model(Base):
     round: Mapped[int | None] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReaderStudy(Base):
+    """A blinded reader study: series of several reconstruction methods scored 1-5 per criterion by its readers.
+
+    ``seed`` is the study's secret: with the reader's name it fixes each reader's case order and opaque case codes
+    (:func:`cloudmri_kernel.quality.reader_study.blind_order`); it never leaves the service.
+    """
+
+    __tablename__ = "reader_studies"
+    __table_args__ = (CheckConstraint("status IN ('open', 'closed')", name="status"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    site: Mapped[str | None] = mapped_column(ForeignKey("sites.name"))
+    created_by: Mapped[str] = mapped_column(USER, index=True)
+    seed: Mapped[str] = mapped_column(String(64))
+    criteria: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+
+
+class ReaderStudyCase(Base):
+    """One series as one reader of a study meets it (code and position), and that reader's scores of it.
+
+    Scores live here rather than in ``quality_scores``: a study needs exactly one current answer per reader and
+    case with a ``version`` for optimistic concurrency (two tabs must not silently overwrite each other), and a
+    study's blinded scores must not appear in a series' open score list, where other readers of the same study
+    could see them. ``version`` is 0 until the first score and grows by one with every save.
+    """
+
+    __tablename__ = "reader_study_cases"
+    __table_args__ = (
+        UniqueConstraint("study_id", "reader", "case_code"),
+        UniqueConstraint("study_id", "reader", "series_id"),
+        UniqueConstraint("study_id", "reader", "position"),
+        CheckConstraint("version >= 0", name="version"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    study_id: Mapped[str] = mapped_column(ForeignKey("reader_studies.id"), index=True)
+    reader: Mapped[str] = mapped_column(USER)
+    case_code: Mapped[str] = mapped_column(String(32))
+    series_id: Mapped[str] = mapped_column(ForeignKey("series.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    scored_at: Mapped[datetime | None]

@@ -334,6 +334,48 @@ class Client:
     def update_assignment(self, assignment_id: str, status: str, reason: str = "") -> dict:
         return self._json("PATCH", f"/assignments/{assignment_id}", json={"status": status, "reason": reason})
 
+    # blinded reader studies
+
+    def create_study(self, name: str, series_ids: list[str], readers: list[str],
+                     criteria: list[str] | None = None) -> dict:
+        """Set up a blinded reader study (needs ``recon`` or ``admin``); every reader scores every series."""
+        body = {"name": name, "series_ids": list(series_ids), "readers": list(readers)}
+        if criteria is not None:
+            body["criteria"] = list(criteria)
+        return self._json("POST", "/studies", expect=(201,), json=body)
+
+    def studies(self) -> list[dict]:
+        """The studies the caller created or reads, with the caller's progress."""
+        return self._json("GET", "/studies")
+
+    def study_cases(self, study_id: str) -> list[dict]:
+        """The caller's blinded cases of a study, in their order: codes, image counts, scores and versions."""
+        return self._json("GET", f"/studies/{study_id}/cases")
+
+    def study_case_png(self, study_id: str, code: str, index: int) -> bytes:
+        return self._request("GET", f"/studies/{study_id}/cases/{code}/images/{index}.png").content
+
+    def study_case_images(self, study_id: str, code: str) -> np.ndarray:
+        """A case's magnitude images, float32 (n, y, x), for the viewer."""
+        reply = self._request("GET", f"/studies/{study_id}/cases/{code}/array")
+        return np.load(io.BytesIO(reply.content), allow_pickle=False)
+
+    def score_case(self, study_id: str, code: str, scores: dict[str, int], version: int) -> dict:
+        """Save scores of one case; ``version`` is the case's version they replace (0 the first time).
+
+        Raises:
+            ServiceError: 409 when the case was saved elsewhere meanwhile (``detail['version']``, ``['scores']``).
+        """
+        return self._json("PUT", f"/studies/{study_id}/cases/{code}/scores",
+                          json={"scores": scores, "version": version})
+
+    def close_study(self, study_id: str) -> dict:
+        return self._json("POST", f"/studies/{study_id}/close")
+
+    def study_results(self, study_id: str, interval: str = "bootstrap", weights: str = "quadratic") -> dict:
+        """Per-method means with 95 % confidence intervals and inter-reader kappa (creator or site admin)."""
+        return self._json("GET", f"/studies/{study_id}/results", params={"interval": interval, "weights": weights})
+
     # grants and audit
 
     def grant(self, dataset_id: str, scope: str, expires_at: datetime, user: str | None = None,
@@ -351,3 +393,32 @@ class Client:
     def audit(self, **filters) -> list[dict]:
         """Audit events (admins): user, action, outcome, dataset_id, since, before_id, limit."""
         return self._json("GET", "/audit", params=self._params(filters))
+
+    # ledger
+
+    def provenance(self, dataset_id: str) -> dict:
+        """Re-check a dataset against the ledger: the service re-hashes its stored object and checks the inclusion
+        proof against the root on chain (state, sha256, block_number, tx_hash, anchored_at, root, proof …).
+
+        Raises:
+            ServiceError: 409 when the stored object no longer matches the anchored hash (``detail`` names both),
+                503 when the ledger node does not answer, 400 when the service runs without a ledger.
+        """
+        return self._json("GET", f"/datasets/{dataset_id}/provenance")
+
+    def ledger_grant(self, dataset_id: str, scope: str, expires_at: datetime, site: str | None = None,
+                     account: str | None = None) -> list[dict]:
+        """Grant a site (each of its registered accounts) or one account a scope on a dataset, on chain."""
+        return self._json("POST", "/ledger/grants", expect=(201,), json={
+            "dataset_id": dataset_id, "scope": scope, "expires_at": expires_at.isoformat(), "site": site,
+            "account": account})
+
+    def ledger_revoke(self, dataset_id: str, scope: str, site: str | None = None,
+                      account: str | None = None) -> list[dict]:
+        """Revoke a site's (or one account's) grant of a scope on a dataset, on chain."""
+        return self._json("DELETE", "/ledger/grants", params=self._params(
+            {"dataset_id": dataset_id, "scope": scope, "site": site, "account": account}))
+
+    def ledger_grants(self, dataset_id: str) -> list[dict]:
+        """Every grant on chain for a dataset, with its state (``active``)."""
+        return self._json("GET", "/ledger/grants", params={"dataset_id": dataset_id})

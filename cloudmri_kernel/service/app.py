@@ -28,7 +28,7 @@ from cloudmri_kernel.service.identity import AuthenticationError
 from cloudmri_kernel.service.jobs import JobRunner
 from cloudmri_kernel.service.ledger import ledger_error_status
 from cloudmri_kernel.service.policy import Forbidden
-from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, ledger, reading, series, uploads
+from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, ledger, reading, series, studies, uploads
 from cloudmri_kernel.service.routes.uploads import RequestTooLarge
 from cloudmri_kernel.service.staging import OffsetMismatch
 from cloudmri_kernel.service.state import ServiceState
@@ -74,8 +74,8 @@ def create_app(config: Settings | None = None, recon_workers: int | None = None)
                   description="The Cloud-MRI Workbench's data service: encrypted raw-data store, catalog, "
                   "reconstruction jobs, images, reading workflow, grants and audit. Authenticate with "
                   "'Authorization: token YOUR_JUPYTERHUB_TOKEN'.")
-    for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, grants.router,
-                   ledger.router, admin.router, metrics.router):
+    for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, studies.router,
+                   grants.router, ledger.router, admin.router, metrics.router):
         app.include_router(router, prefix=api)
     app.include_router(browser_login.router, prefix=base.rstrip("/"))
 

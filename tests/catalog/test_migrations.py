@@ -18,6 +18,8 @@ from cloudmri_kernel.catalog import Catalog, make_engine, migrate
 from cloudmri_kernel.catalog.db import alembic_config
 from cloudmri_kernel.catalog.models import AuditEvent, Base, Site
 
+HEAD = "0002"  # the newest revision: 0002 adds the reader-study tables
+
 # Waits for "go" on stdin so that both processes start migrating at the same moment.
 MIGRATE_WHEN_TOLD = """
 import sys
@@ -35,13 +37,13 @@ def current_revisions(engine) -> list[str]:
         return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
 
 
-def test_there_is_one_head_and_it_is_the_initial_revision():
-    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0001"]
+def test_there_is_one_head_and_it_is_the_newest_revision():
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
 
 
 def test_migrate_creates_every_table(catalog):
     assert set(inspect(catalog.engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
-    assert current_revisions(catalog.engine) == ["0001"]
+    assert current_revisions(catalog.engine) == [HEAD]
 
 
 def test_migrating_twice_changes_nothing(catalog):
@@ -49,7 +51,7 @@ def test_migrating_twice_changes_nothing(catalog):
         session.add(Site(name="charite"))
     migrate(catalog.engine)
     migrate(catalog.engine)
-    assert current_revisions(catalog.engine) == ["0001"]
+    assert current_revisions(catalog.engine) == [HEAD]
     with catalog.session() as session:
         assert session.scalars(select(Site.name)).all() == ["charite"]
 
@@ -76,7 +78,7 @@ def test_two_processes_migrating_a_fresh_database_at_once_both_succeed(catalog_u
     assert outcomes == [(0, ""), (0, "")]
     engine = make_engine(catalog_url)
     assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
-    assert current_revisions(engine) == ["0001"]
+    assert current_revisions(engine) == [HEAD]
     engine.dispose()
 
 
@@ -109,7 +111,7 @@ def test_downgrade_removes_everything_and_upgrade_restores_it(catalog):
             functions = connection.scalar(text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'audit_events%'"))
         assert functions == 0
     migrate(catalog.engine)
-    assert current_revisions(catalog.engine) == ["0001"]
+    assert current_revisions(catalog.engine) == [HEAD]
     assert_audit_events_are_append_only(catalog)
 
 

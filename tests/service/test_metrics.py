@@ -14,7 +14,7 @@ from cloudmri_kernel import __version__
 from cloudmri_kernel.service import metrics
 from cloudmri_kernel.service.app import create_app
 from cloudmri_kernel.service.metrics import JOB_STATUSES, ServiceMetrics, route_template
-from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, reading, series, uploads
+from cloudmri_kernel.service.routes import admin, datasets, grants, jobs, ledger, reading, series, studies, uploads
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -85,7 +85,7 @@ def test_every_api_route_is_labelled_with_its_full_template():
     app = create_app()
     published = set(app.openapi()["paths"])
     for router in (uploads.router, datasets.router, jobs.router, series.router, reading.router, grants.router,
-                   admin.router, metrics.router):
+                   admin.router, metrics.router, ledger.router, studies.router):
         for route in router.routes:
             template = route_template(Request({"type": "http", "app": app, "route": route}))
             assert template == "/api/v1" + route.path and template in published
