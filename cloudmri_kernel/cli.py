@@ -405,4 +405,4 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 
 # The sub-command modules register their commands on `app` when imported.
-from cloudmri_kernel import cli_dl, cli_ledger, cli_platform, cli_teach  # noqa: E402,F401
+from cloudmri_kernel import cli_dl, cli_fl, cli_ledger, cli_platform, cli_teach  # noqa: E402,F401

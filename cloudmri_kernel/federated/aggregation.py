@@ -8,8 +8,8 @@
   ``max_update_norm`` — and logs each rejection with the site and the reason;
 * requires at least ``min_sites`` usable replies: with fewer, the round keeps the previous global weights
   and is recorded as incomplete (a site that drops out mid-round does not stop the experiment);
-* keeps a :class:`RoundRecord` per round: which sites were asked, which answered, which were rejected and
-  why, and every site's metrics, for the experiment's record in the catalog.
+* keeps a :class:`RoundRecord` per round: which sites were asked, which trained, which failed or were
+  rejected and why, and every site's metrics, for the experiment's record in the catalog.
 
 Robust aggregation is Flower's: ``trimmed-mean`` (Yin et al. 2018) and ``krum`` (Blanchard et al. 2017) bound
 the influence of a site whose weights are wrong but finite.
@@ -47,16 +47,18 @@ class RoundRecord:
     round: int
     asked: list[str] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     complete: bool = True
     train: dict[str, dict] = field(default_factory=dict)
     evaluate: dict[str, dict] = field(default_factory=dict)
 
 
-def _site_of(msg: Message) -> str:
+def _site_of(msg: Message, names: dict[int, str]) -> str:
     record = msg.content.config_records.get("site") if not msg.has_error() else None
-    return str(record["name"]) if record is not None else f"node {msg.metadata.src_node_id}"
+    if record is not None:
+        return str(record["name"])
+    return names.get(msg.metadata.src_node_id, f"node {msg.metadata.src_node_id}")
 
 
 def _flat(arrays: ArrayRecord) -> np.ndarray:
@@ -89,9 +91,9 @@ class Guard:
         record = self._record(server_round)
         answered = []
         for msg in replies:
-            site = _site_of(msg)
+            site = _site_of(msg, self._names)
             if msg.has_error():
-                record.failed.append(site)
+                record.failed[site] = msg.error.reason
                 log.warning("round %d: %s failed: %s", server_round, site, msg.error.reason)
                 continue
             self._names[msg.metadata.src_node_id] = site
@@ -121,7 +123,7 @@ class Guard:
         usable = [msg for msg, *_ in answered]
         record.trained = sorted(site for _, site, _ in answered)
         for msg in usable:
-            record.train[_site_of(msg)] = dict(next(iter(msg.content.metric_records.values())))
+            record.train[_site_of(msg, self._names)] = dict(next(iter(msg.content.metric_records.values())))
         return usable
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -139,17 +141,23 @@ class Guard:
         record = self._record(server_round)
         good = []
         for msg in replies:
+            site = _site_of(msg, self._names)
             if msg.has_error():
-                log.warning("round %d: evaluation at %s failed: %s", server_round, _site_of(msg), msg.error.reason)
+                record.failed.setdefault(site, f"evaluation: {msg.error.reason}")
+                log.warning("round %d: evaluation at %s failed: %s", server_round, site, msg.error.reason)
                 continue
-            record.evaluate[_site_of(msg)] = dict(next(iter(msg.content.metric_records.values())))
+            record.evaluate[site] = dict(next(iter(msg.content.metric_records.values())))
             good.append(msg)
         return super().aggregate_evaluate(server_round, good) if good else None
 
 
 def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,
-                  trim_beta: float = 0.2, krum_byzantine: int = 1):
-    """A guarded Flower strategy by name (:data:`STRATEGIES`); every available site trains and evaluates."""
+                  trim_beta: float = 0.2, krum_byzantine: int = 1, names: dict[int, str] | None = None):
+    """A guarded Flower strategy by name (:data:`STRATEGIES`); every available site trains and evaluates.
+
+    ``names`` maps node IDs to site names where they are known beforehand (in-process); otherwise a site is
+    known by name from its first reply, and by node ID until then.
+    """
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
     if min_sites < 1:
@@ -165,5 +173,5 @@ def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None =
         options["num_malicious_nodes"] = krum_byzantine
     strategy = type(f"Guarded{base.__name__}", (Guard, base), {})(**options)
     strategy.min_sites, strategy.max_update_norm = min_sites, max_update_norm
-    strategy.rounds, strategy._global, strategy._names = [], None, {}
+    strategy.rounds, strategy._global, strategy._names = [], None, dict(names or {})
     return strategy

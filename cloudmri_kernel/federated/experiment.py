@@ -11,6 +11,7 @@ loss and held-out loss/SSIM/PSNR.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,16 @@ class ExperimentConfig:
         return ConfigRecord(values)
 
 
+def experiment_from_mapping(content: dict) -> ExperimentConfig:
+    """An ExperimentConfig from YAML/JSON settings (``architecture`` as a nested mapping); errors name the key."""
+    content = dict(content)
+    try:
+        architecture = MoDLConfig(**content.pop("architecture", None) or {})
+        return ExperimentConfig(**content, architecture=architecture)
+    except TypeError as exc:
+        raise UsageError(f"unknown or missing experiment setting ({exc})") from None
+
+
 @dataclass
 class GlobalModel:
     round: int
@@ -70,10 +81,14 @@ class GlobalModel:
 
 @dataclass
 class ExperimentResult:
+    """What a run left: its catalog ID, every round's record and global model; ``stopped`` when ``stop`` ended it
+    before its last round."""
+
     experiment_id: str | None
     rounds: list[RoundRecord]
     models: list[GlobalModel]
     seconds: float
+    stopped: bool = False
 
     @property
     def final(self) -> GlobalModel:
@@ -114,11 +129,21 @@ def _catalog_round(catalog, experiment_id: str | None, rounds: list[RoundRecord]
                               metrics={"evaluate": record.evaluate, "train": record.train} if record else {}))
 
 
+class _Stop(Exception):  # noqa: N818 (a request, not an error)
+    """Ends Flower's round loop from the round callback when the caller asked to stop."""
+
+
 def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_dir: str | Path, *, catalog=None,
                    created_by: str = "federated", ledger=None, grid=None,
                    initial: dict[str, torch.Tensor] | None = None,
-                   on_round: Callable[[RoundRecord], None] | None = None) -> ExperimentResult:
-    """Run the experiment (see the module); the global models go to ``out_dir/round-N.pt``."""
+                   on_round: Callable[[RoundRecord], None] | None = None,
+                   stop: threading.Event | None = None) -> ExperimentResult:
+    """Run the experiment (see the module); the global models go to ``out_dir/round-N.pt``.
+
+    ``on_round`` is called after every round with its record; setting ``stop`` ends the experiment after the
+    round in flight (its model is kept; the catalog says ``stopped``).
+    """
+    names: dict[int, str] = {}
     if grid is None:
         if not sites:
             raise UsageError("an experiment needs at least one site")
@@ -127,13 +152,15 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             raise UsageError(f"site names must be unique, got {', '.join(names)}")
         grid = InProcessGrid(site_app, {FIRST_NODE_ID + index: site.to_node_config()
                                         for index, site in enumerate(sites)})
+    if isinstance(grid, InProcessGrid):
+        names = grid.site_names()
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
     net = MoDL(config.architecture)
     if initial is not None:
         net.load_state_dict(initial)
     strategy = make_strategy(config.strategy, min_sites=config.min_sites, max_update_norm=config.max_update_norm,
-                             proximal_mu=config.proximal_mu)
+                             proximal_mu=config.proximal_mu, names=names)
     experiment_id = _catalog_start(catalog, config, sites, created_by)
     models: list[GlobalModel] = []
 
@@ -149,10 +176,14 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         models.append(model)
         if ledger is not None:
             ledger.add("model", model.sha256, experiment_id or config.name, name=f"{config.name}/round-{server_round}")
-        last = server_round == config.rounds
-        _catalog_round(catalog, experiment_id, strategy.rounds, model, "finished" if last else "running")
         if record is not None and on_round is not None:
             on_round(record)
+        last = server_round == config.rounds
+        stopping = stop is not None and stop.is_set() and not last
+        _catalog_round(catalog, experiment_id, strategy.rounds, model,
+                       "finished" if last else "stopped" if stopping else "running")
+        if stopping:
+            raise _Stop
         return None
 
     started = time.perf_counter()
@@ -160,6 +191,8 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=config.rounds,
                        train_config=config.round_config(), evaluate_config=config.round_config(),
                        evaluate_fn=after_round)
+    except _Stop:
+        return ExperimentResult(experiment_id, strategy.rounds, models, time.perf_counter() - started, stopped=True)
     except BaseException:
         if catalog is not None and experiment_id is not None:
             from cloudmri_kernel.catalog.models import Experiment

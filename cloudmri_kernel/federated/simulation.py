@@ -46,6 +46,10 @@ class InProcessGrid(Grid):
         return Message(content=content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id,
                        ttl=ttl)
 
+    def site_names(self) -> dict[int, str]:
+        """Node ID → the site name in its node config."""
+        return {node: str(context.node_config.get("name", f"node {node}")) for node, context in self._contexts.items()}
+
     def get_node_ids(self) -> Iterable[int]:
         return list(self._contexts)
 

@@ -101,12 +101,12 @@ def _store_samples(config: SiteConfig, rng: np.random.Generator) -> list[Sample]
                 continue
             finally:
                 path.unlink(missing_ok=True)
-            data = np.asarray(kspace.data)  # (slice, coil, kz, ky, kx)
-            if data.shape[2] != 1 or not np.all(np.abs(data).max(axis=(0, 1, 2, 4)) > 0):
+            data = kspace.kspace.reshape(-1, *kspace.kspace.shape[-4:])  # (images, coil, kz, ky, kx)
+            if data.shape[2] != 1 or not kspace.mask.all():
                 continue  # 3D or undersampled: no fully sampled reference to learn from
             recon_x = header.encoding[0].reconSpace.matrixSize.x
-            for slice_kspace in data[:, :, 0]:
-                full = np.asarray(remove_readout_oversampling(slice_kspace, recon_x), np.complex64)
+            for image_kspace in data[:, :, 0]:
+                full = np.asarray(remove_readout_oversampling(image_kspace, recon_x), np.complex64)
                 samples.append(_retrospective(full, config.spec, rng))
     if not samples:
         raise UsageError(f"site {config.name} has no fully sampled Cartesian raw data in its store")

@@ -41,6 +41,7 @@ def _atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # weights are not secret; every user's server loads them
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -37,14 +37,19 @@ class Batch:
 
 def batches(samples: Sequence[Sample], size: int, device: str = "cpu",
             rng: np.random.Generator | None = None) -> list[Batch]:
-    """Samples stacked ``size`` at a time (shuffled when ``rng`` is given); samples must share their shape."""
+    """Samples stacked ``size`` at a time (shuffled when ``rng`` is given).
+
+    Samples of different shapes (pooled data from sites with different coil counts) go into separate batches.
+    """
     order = rng.permutation(len(samples)) if rng is not None else np.arange(len(samples))
-    out = []
-    for start in range(0, len(order), size):
-        chosen = [samples[i] for i in order[start:start + size]]
-        out.append(Batch(*(torch.from_numpy(np.stack([getattr(s, name) for s in chosen])).to(device)
-                           for name in ("kspace", "mask", "maps", "target"))))
-    return out
+    groups: dict[tuple, list[int]] = {}
+    for index in order:
+        groups.setdefault(samples[index].kspace.shape, []).append(int(index))
+    chunks = [members[start:start + size] for members in groups.values() for start in range(0, len(members), size)]
+    if rng is not None:
+        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    return [Batch(*(torch.from_numpy(np.stack([getattr(samples[i], name) for i in chunk])).to(device)
+                    for name in ("kspace", "mask", "maps", "target"))) for chunk in chunks]
 
 
 def loss_of(net: MoDL, batch: Batch) -> torch.Tensor:

@@ -122,7 +122,7 @@ def test_a_failing_or_bad_site_is_left_out_and_the_round_completes(tmp_path, cat
     (record,) = result.rounds
     assert record.complete and record.trained == ["site0", "site1"]
     if kind == "drop":
-        assert record.failed == ["node 1003"] and not record.rejected
+        assert record.failed == {"site2": "ConnectionError: site went offline mid-round"} and not record.rejected
     else:
         assert list(record.rejected) == ["site2"] and reason in record.rejected["site2"]
     net, _ = load_model(result.final.path)
@@ -168,3 +168,26 @@ def test_sites_keep_their_own_data_apart():
     a, b = (load_site_data(s) for s in _sites(2))
     assert a[0][0].kspace.shape[0] == 4 and b[0][0].kspace.shape[0] == 8
     assert not np.allclose(np.abs(a[1][0].target), np.abs(b[1][0].target))
+
+
+def test_a_store_site_trains_on_the_fully_sampled_raw_files_of_its_own_store(tmp_path):
+    """Retrospective undersampling of the site's decrypted raw files; undersampled files are skipped."""
+    from cloudmri_kernel.crypto import KeyRing
+    from cloudmri_kernel.federated.sites import load_site_data
+    from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+    from cloudmri_kernel.store.objects import ObjectStore
+
+    store = ObjectStore(tmp_path / "store", KeyRing(tmp_path / "keys" / "kek"))
+    full = write_phantom(tmp_path / "full.h5", PhantomSpec(matrix=32, coils=4, slices=4, noise=0.0))
+    accelerated = write_phantom(tmp_path / "r4.h5", PhantomSpec(matrix=32, coils=4, slices=4, accel=4, calib=8))
+    store.put(full, site="charite")
+    store.put(accelerated, site="charite")
+    store.put(full, site="ruijin")
+    train_set, test_set = load_site_data(SiteConfig("charite", source="store", data_dir=str(tmp_path), calib=8,
+                                                    accel=4, test_count=1))
+    assert len(train_set) + len(test_set) == 4 and len(test_set) == 1
+    sample = train_set[0]
+    assert sample.kspace.shape == (4, 32, 32) and sample.mask.sum() < 32
+    assert np.abs(sample.kspace[:, ~sample.mask]).max() == 0
+    with pytest.raises(UsageError, match="no fully sampled"):
+        load_site_data(SiteConfig("nowhere", source="store", data_dir=str(tmp_path)))

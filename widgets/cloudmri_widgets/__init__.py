@@ -7,6 +7,12 @@ Example:
     [4, 32, 32]
 """
 
+from cloudmri_widgets.federated import FederatedExperiment
+from cloudmri_widgets.ledger import LedgerBrowser
+from cloudmri_widgets.reader_study import ReaderStudyApp, StudyReader, StudyResults, StudySetup
+from cloudmri_widgets.reconstruct import Reconstruct
+from cloudmri_widgets.upload import Upload
 from cloudmri_widgets.viewer import Viewer
 
-__all__ = ["Viewer"]
+__all__ = ["FederatedExperiment", "LedgerBrowser", "ReaderStudyApp", "Reconstruct", "StudyReader", "StudyResults",
+           "StudySetup", "Upload", "Viewer"]

@@ -1,0 +1,156 @@
+"""``cloudmri fl``: federated training of the reconstruction network across sites (Flower)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cloudmri_kernel.cli import app, out, reports_errors
+
+fl_app = typer.Typer(help="Federated learning across hospital sites (Flower).", no_args_is_help=True)
+app.add_typer(fl_app, name="fl")
+
+
+def load_experiment(path: Path):
+    """(ExperimentConfig, [SiteConfig]) from a YAML file: the experiment's keys and a ``sites`` list."""
+    import yaml
+
+    from cloudmri_kernel.errors import UsageError
+    from cloudmri_kernel.federated.experiment import experiment_from_mapping
+    from cloudmri_kernel.federated.sites import SiteConfig
+
+    if not path.is_file():
+        raise UsageError("no such experiment file", path)
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"the experiment file is not valid YAML ({exc})", path) from None
+    if not isinstance(content, dict) or not isinstance(content.get("sites", []), list):
+        raise UsageError("an experiment file is a mapping; its 'sites' is a list", path)
+    sites = content.pop("sites", [])
+    try:
+        return experiment_from_mapping(content), [SiteConfig(**site) for site in sites]
+    except TypeError as exc:
+        raise UsageError(f"unknown or missing site setting ({exc})", path) from None
+
+
+@fl_app.command("simulate")
+@reports_errors
+def fl_simulate(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML: strategy, rounds, ... and a 'sites' list.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the global model of every round "
+                                                 "(default: out/fl/NAME).")] = None,
+    record: Annotated[bool, typer.Option(help="Record the experiment and its models in the catalog.")] = True,
+) -> None:
+    """Run a federated experiment with every site in this process, each on its own data only."""
+    from cloudmri_kernel.catalog.db import Catalog
+    from cloudmri_kernel.errors import UsageError
+    from cloudmri_kernel.federated.experiment import run_experiment
+
+    config, sites = load_experiment(experiment)
+    if not sites:
+        raise UsageError("a simulation needs a non-empty 'sites' list", experiment)
+    catalog = Catalog.open() if record else None
+    try:
+        result = run_experiment(config, sites, out_dir or Path("out") / "fl" / config.name, catalog=catalog,
+                                on_round=lambda r: out.print(
+                                    f"round {r.round}: trained {', '.join(r.trained) or 'nobody'}"
+                                    + (f"; failed {', '.join(r.failed)}" if r.failed else "")
+                                    + (f"; rejected {', '.join(r.rejected)}" if r.rejected else ""),
+                                    highlight=False))
+    finally:
+        if catalog is not None:
+            catalog.engine.dispose()
+    table = Table("round", "site", "train loss", "held-out SSIM", "PSNR (dB)")
+    for r in result.rounds:
+        for site, metrics in sorted(r.evaluate.items()):
+            table.add_row(str(r.round), site, f"{r.train.get(site, {}).get('train-loss', float('nan')):.4f}",
+                          f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
+    out.print(table)
+    out.print(f"experiment {result.experiment_id or '(not recorded)'}: final model {result.final.path} "
+              f"sha256 {result.final.sha256} ({result.seconds:.0f} s)", highlight=False)
+
+
+def _exec(command: list[str], env: dict[str, str]) -> None:
+    """Replace this process by a Flower executable (its signals, output and exit status become this command's)."""
+    import os
+
+    out.print(" ".join(command), highlight=False)
+    sys.stdout.flush()
+    os.execve(command[0], command, env)
+
+
+@fl_app.command("superlink")
+@reports_errors
+def fl_superlink(
+    port: Annotated[int, typer.Option(help="Port of the SuperLink's API (Fleet, Control, ServerApp).")] = 9093,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 unless sites connect from elsewhere.")]
+    = "127.0.0.1",
+    insecure: Annotated[bool, typer.Option(help="No TLS: loopback tests only.")] = False,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="Server private key (PEM, mode 0600).")] = None,
+    ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate (PEM).")] = None,
+    database: Annotated[Path | None, typer.Option(help="SuperLink state database (default: in memory).")] = None,
+    node_auth: Annotated[bool, typer.Option(help="Only SuperNodes with registered keys may connect.")] = False,
+) -> None:
+    """Start the aggregator (Flower SuperLink); the data dir's catalog records the experiments it runs."""
+    from cloudmri_kernel.federated.deployment import flower_env, superlink_command
+
+    _exec(superlink_command(port, host, insecure=insecure, certfile=ssl_certfile, keyfile=ssl_keyfile,
+                            ca_certfile=ssl_ca_certfile, database=database, node_auth=node_auth), flower_env())
+
+
+@fl_app.command("site")
+@reports_errors
+def fl_site(
+    site: Annotated[str, typer.Option("--site", help="This hospital's site name.")],
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9093",
+    data_dir: Annotated[Path | None, typer.Option(help="The site's platform data dir: train on its store's raw "
+                                                  "files. Without it, on synthetic data (--set).")] = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="Site setting KEY=VALUE (matrix, coils, "
+                                                      "accel, calib, noise, pattern, contrast, train_count, "
+                                                      "test_count, seed); repeat.")] = None,
+    port: Annotated[int, typer.Option(help="Local port of the SuperNode's ClientApp API.")] = 9094,
+    insecure: Annotated[bool, typer.Option(help="No TLS: loopback tests only.")] = False,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate to verify the SuperLink.")] = None,
+    auth_private_key: Annotated[Path | None, typer.Option(help="This node's private key (node authentication).")]
+    = None,
+) -> None:
+    """Start one hospital's node (Flower SuperNode): it trains on this site's data only."""
+    from cloudmri_kernel.federated.deployment import flower_env, site_from_settings, supernode_command
+
+    config = site_from_settings(site, setting or [], data_dir)
+    _exec(supernode_command(config, superlink, port, insecure=insecure, root_certificates=root_certificates,
+                            auth_private_key=auth_private_key), flower_env())
+
+
+@fl_app.command("run")
+@reports_errors
+def fl_run(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML (its 'sites' list is ignored: the sites are "
+                                               "the connected SuperNodes).")],
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9093",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where the aggregator writes the global models "
+                                                 "(default: out/fl/NAME).")] = None,
+    insecure: Annotated[bool, typer.Option(help="No TLS: loopback tests only.")] = False,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate to verify the SuperLink.")] = None,
+    record: Annotated[bool, typer.Option(help="Record the experiment in the aggregator's catalog.")] = True,
+) -> None:
+    """Run an experiment on a deployment (Flower SuperLink and SuperNodes) and stream its log."""
+    import getpass
+    import subprocess
+    import tempfile
+
+    from cloudmri_kernel.federated.deployment import flower_env, run_command, write_connection
+
+    config, _ = load_experiment(experiment)
+    with tempfile.TemporaryDirectory(prefix="flwr-home-") as home:
+        write_connection(Path(home), superlink, insecure=insecure, root_certificates=root_certificates)
+        command = run_command(config, out_dir or Path("out") / "fl" / config.name, created_by=getpass.getuser(),
+                              record=record)
+        completed = subprocess.run(command, env={**flower_env(), "FLWR_HOME": home}, check=False)
+    raise typer.Exit(completed.returncode)

@@ -1,0 +1,56 @@
+"""`cloudmri fl simulate` and `cloudmri dl`: what a researcher types, checked through the catalog and files."""
+
+import json
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from cloudmri_kernel.catalog.db import Catalog
+from cloudmri_kernel.catalog.models import Experiment, Model
+from cloudmri_kernel.cli import app
+
+EXPERIMENT = """
+name: demo
+strategy: fedprox
+rounds: 1
+min_sites: 2
+architecture: {unrolls: 1, cg_iterations: 2, features: 8, depth: 3}
+sites:
+  - {name: charite, matrix: 32, calib: 8, coils: 4, train_count: 4, test_count: 2}
+  - {name: ruijin, matrix: 32, calib: 8, coils: 8, noise: 0.03, contrast: t2, train_count: 4, test_count: 2, seed: 1}
+"""
+
+
+def test_simulate_records_the_experiment_and_writes_its_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDMRI_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "exp.yaml").write_text(EXPERIMENT)
+    result = CliRunner().invoke(app, ["fl", "simulate", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "round 1: trained charite, ruijin" in result.output
+    assert (tmp_path / "m" / "round-1.pt").is_file()
+    card = json.loads((tmp_path / "m" / "round-1.json").read_text())
+    catalog = Catalog.open()
+    with catalog.session() as session:
+        experiment = session.scalars(select(Experiment)).one()
+        assert experiment.name == "demo" and experiment.status == "finished"
+        assert experiment.config["strategy"] == "fedprox"
+        assert session.scalars(select(Model.sha256).where(Model.round == 1)).one() == card["sha256"]
+    catalog.engine.dispose()
+
+
+def test_bad_experiment_files_are_refused_with_exit_2(tmp_path):
+    cases = {"missing.yaml": None, "empty.yaml": "", "nosites.yaml": "name: x\nsites: []\n",
+             "unknown.yaml": "colour: red\nsites: [{name: a}]\n", "badsite.yaml": "sites: [{name: a, coils: 0}]\n",
+             "yaml.yaml": "sites: [\n"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        result = CliRunner().invoke(app, ["fl", "simulate", str(tmp_path / name), "--no-record"])
+        assert result.exit_code == 2, (name, result.output)
+
+
+def test_dl_models_lists_the_shipped_model_with_its_hash():
+    result = CliRunner().invoke(app, ["dl", "models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert len(rows["modl-synthetic"]["sha256"]) == 64 and rows["modl-synthetic"]["ssim"] > 0.5

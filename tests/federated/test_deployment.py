@@ -1,0 +1,121 @@
+"""A real deployment on loopback: `cloudmri fl superlink`, one `cloudmri fl site` process per hospital reading
+its own encrypted store, and `cloudmri fl run`; the aggregator's processes are watched by an audit hook that
+logs every file they open, which proves that none of them opens a site's store."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cloudmri_kernel.catalog.db import Catalog
+from cloudmri_kernel.catalog.models import Experiment, Model
+from cloudmri_kernel.crypto import KeyRing
+from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+from cloudmri_kernel.processes import ProcessGroup, free_port
+from cloudmri_kernel.recon.model_files import load_model
+from cloudmri_kernel.store.objects import ObjectStore
+
+pytestmark = pytest.mark.slow
+AUDIT_DIR = Path(__file__).parent / "open_audit"
+EXPERIMENT = """
+name: loopback
+strategy: fedavg
+rounds: 2
+min_sites: 2
+architecture: {unrolls: 1, cg_iterations: 2, features: 8, depth: 3}
+"""
+
+
+def _site_store(data_dir: Path, site: str, coils: int, seed: int) -> None:
+    """A site's platform data dir whose store holds fully sampled raw files (phantom slices)."""
+    data_dir.mkdir(parents=True)
+    store = ObjectStore(data_dir / "store", KeyRing(data_dir / "keys" / "kek"))
+    for index in range(2):
+        path = write_phantom(data_dir / f"scan{index}.h5", PhantomSpec(matrix=32, coils=coils, slices=3,
+                                                                     noise=0.01 * (index + 1), seed=seed + index))
+        store.put(path, site=site)
+        path.unlink()
+
+
+def _wait_for(predicate, timeout: float, what: str, processes) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for process in processes:
+            if process.started and process.exited():
+                pytest.fail(f"{what}: a process ended early:\n{process.log_since_start()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: timed out:\n" + "\n".join(p.log_since_start()[-2000:] for p in processes))
+        time.sleep(0.5)
+
+
+def _opened(prefix: Path) -> set[str]:
+    paths = set()
+    for log in prefix.parent.glob(prefix.name + ".*"):
+        paths.update(log.read_text().splitlines())
+    return paths
+
+
+def test_loopback_deployment_trains_across_sites_and_the_aggregator_never_opens_a_site_store(tmp_path):
+    cloudmri = [sys.executable, "-m", "cloudmri_kernel"]
+    base = {**os.environ, "PYTHONPATH": str(AUDIT_DIR)}
+    sites = {"charite": (4, 0), "ruijin": (8, 10)}
+    for site, (coils, seed) in sites.items():
+        _site_store(tmp_path / site, site, coils, seed)
+    port = free_port()
+    aggregator_dir = tmp_path / "aggregator"
+    aggregator_dir.mkdir()
+    superlink = ProcessGroup([*cloudmri, "fl", "superlink", "--insecure", "--port", str(port)],
+                             {**base, "CLOUDMRI_DATA_DIR": str(aggregator_dir),
+                              "CLOUDMRI_OPEN_LOG": str(tmp_path / "open-aggregator")},
+                             tmp_path / "superlink.log")
+    nodes = [ProcessGroup([*cloudmri, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}",
+                           "--insecure", "--port", str(free_port()), "--data-dir", str(tmp_path / site),
+                           "--set", "calib=8", "--set", "test_count=2"],
+                          {**base, "CLOUDMRI_OPEN_LOG": str(tmp_path / f"open-{site}")}, tmp_path / f"{site}.log")
+             for site in sites]
+    processes = [superlink, *nodes]
+    try:
+        superlink.start()
+        _wait_for(lambda: "Uvicorn running" in superlink.log_since_start(), 60, "SuperLink start", processes)
+        for node in nodes:
+            node.start()
+        _wait_for(lambda: superlink.log_since_start().count("Activated node_id") >= 2, 60, "sites connect",
+                  processes)
+        (tmp_path / "exp.yaml").write_text(EXPERIMENT)
+        run = subprocess.run([*cloudmri, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
+                              f"127.0.0.1:{port}", "--insecure", "--out", str(tmp_path / "models")],
+                             capture_output=True, text=True, timeout=600, env=base)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _wait_for(lambda: (tmp_path / "models" / "round-2.json").is_file(), 120, "final model", processes)
+    finally:
+        for process in processes:
+            process.stop()
+
+    catalog = Catalog.open(f"sqlite:///{aggregator_dir / 'catalog.sqlite'}", migrate=False)
+    with catalog.session() as session:
+        experiment = session.scalars(select(Experiment)).one()
+        assert experiment.status == "finished" and experiment.sites == ["charite", "ruijin"]
+        assert [(r["trained"], r["failed"], r["complete"]) for r in experiment.metrics] == \
+            [(["charite", "ruijin"], {}, True)] * 2
+        for round_metrics in experiment.metrics:
+            assert set(round_metrics["evaluate"]) == {"charite", "ruijin"}
+            assert all(0 < m["ssim"] <= 1 for m in round_metrics["evaluate"].values())
+        final = session.scalars(select(Model).where(Model.round == 2)).one()
+    catalog.engine.dispose()
+    _, card = load_model(tmp_path / "models" / "round-2.pt", expected_sha256=final.sha256)
+    assert card["round"] == 2
+
+    stores = [str(tmp_path / site / "store") for site in sites]
+    aggregator_opened = _opened(tmp_path / "open-aggregator")
+    assert any("flwr" in path for path in aggregator_opened), "the audit hook did not run in the aggregator"
+    assert not [p for p in aggregator_opened if any(p.startswith(store) for store in stores)]
+    for site in sites:
+        site_opened = _opened(tmp_path / f"open-{site}")
+        own = [p for p in site_opened if p.startswith(str(tmp_path / site / "store"))]
+        other = [p for s in sites if s != site for p in site_opened if p.startswith(str(tmp_path / s / "store"))]
+        assert own, f"{site} never read its own store"
+        assert not other, f"{site} opened another site's store"
