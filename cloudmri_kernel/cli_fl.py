@@ -43,24 +43,27 @@ def load_experiment(path: Path):
 def fl_simulate(
     experiment: Annotated[Path, typer.Argument(help="Experiment YAML: strategy, rounds, ... and a 'sites' list.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the global model of every round "
-                                                 "(default: out/fl/NAME).")] = None,
+                                                 "(default: the models directory's NAME/).")] = None,
     record: Annotated[bool, typer.Option(help="Record the experiment and its models in the catalog.")] = True,
 ) -> None:
     """Run a federated experiment with every site in this process, each on its own data only."""
     from cloudmri_kernel.catalog.db import Catalog
     from cloudmri_kernel.errors import UsageError
     from cloudmri_kernel.federated.experiment import run_experiment
+    from cloudmri_kernel.recon.model_files import models_dir
 
     config, sites = load_experiment(experiment)
     if not sites:
         raise UsageError("a simulation needs a non-empty 'sites' list", experiment)
     catalog = Catalog.open() if record else None
     try:
-        result = run_experiment(config, sites, out_dir or Path("out") / "fl" / config.name, catalog=catalog,
+        result = run_experiment(config, sites, out_dir or models_dir() / config.name, catalog=catalog,
                                 on_round=lambda r: out.print(
                                     f"round {r.round}: trained {', '.join(r.trained) or 'nobody'}"
-                                    + (f"; failed {', '.join(r.failed)}" if r.failed else "")
-                                    + (f"; rejected {', '.join(r.rejected)}" if r.rejected else ""),
+                                    + "".join(f"; {site} failed ({why})" for site, why in r.failed.items())
+                                    + "".join(f"; {site} rejected ({why})" for site, why in r.rejected.items())
+                                    + (f"; privacy spent ε = {r.epsilon:.2f} at δ = {config.dp_delta:g}"
+                                       if r.epsilon is not None else ""),
                                     highlight=False))
     finally:
         if catalog is not None:
@@ -72,7 +75,8 @@ def fl_simulate(
                           f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
     out.print(table)
     out.print(f"experiment {result.experiment_id or '(not recorded)'}: final model {result.final.path} "
-              f"sha256 {result.final.sha256} ({result.seconds:.0f} s)", highlight=False)
+              f"sha256 {result.final.sha256} ({result.seconds:.0f} s); use it with "
+              f"`cloudmri recon --method dl --model {result.final.sha256[:12]}`", highlight=False)
 
 
 def _exec(command: list[str], env: dict[str, str]) -> None:
@@ -135,7 +139,7 @@ def fl_run(
                                                "the connected SuperNodes).")],
     superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9093",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the aggregator writes the global models "
-                                                 "(default: out/fl/NAME).")] = None,
+                                                 "(default: the models directory's NAME/).")] = None,
     insecure: Annotated[bool, typer.Option(help="No TLS: loopback tests only.")] = False,
     root_certificates: Annotated[Path | None, typer.Option(help="CA certificate to verify the SuperLink.")] = None,
     record: Annotated[bool, typer.Option(help="Record the experiment in the aggregator's catalog.")] = True,
@@ -146,11 +150,12 @@ def fl_run(
     import tempfile
 
     from cloudmri_kernel.federated.deployment import flower_env, run_command, write_connection
+    from cloudmri_kernel.recon.model_files import models_dir
 
     config, _ = load_experiment(experiment)
     with tempfile.TemporaryDirectory(prefix="flwr-home-") as home:
         write_connection(Path(home), superlink, insecure=insecure, root_certificates=root_certificates)
-        command = run_command(config, out_dir or Path("out") / "fl" / config.name, created_by=getpass.getuser(),
+        command = run_command(config, out_dir or models_dir() / config.name, created_by=getpass.getuser(),
                               record=record)
         completed = subprocess.run(command, env={**flower_env(), "FLWR_HOME": home}, check=False)
     raise typer.Exit(completed.returncode)

@@ -14,11 +14,19 @@
 Robust aggregation is Flower's: ``trimmed-mean`` (Yin et al. 2018) and ``krum`` (Blanchard et al. 2017) bound
 the influence of a site whose weights are wrong but finite.
 
+Differential privacy (optional, ``dp_noise_multiplier > 0``): Flower's server-side fixed clipping clips every
+site's update to norm C and adds Gaussian noise of standard deviation z·C/M to the average (M the number of
+sites). The privacy budget is reported per round for the site-level add/remove relation: one site's influence on
+the weighted average is at most max_i(w_i)·C, so the round's effective noise multiplier is z / (M·max_i w_i), and
+the rounds compose in Rényi DP (Mironov 2017), converted to (ε, δ).
+
 References:
     McMahan B et al. Communication-efficient learning of deep networks from decentralized data. AISTATS 2017.
     Li T et al. Federated optimization in heterogeneous networks (FedProx). MLSys 2020.
     Yin D et al. Byzantine-robust distributed learning: towards optimal statistical rates. ICML 2018.
     Blanchard P et al. Machine learning with adversaries: Byzantine tolerant gradient descent. NeurIPS 2017.
+    McMahan HB et al. Learning differentially private recurrent language models. ICLR 2018.
+    Mironov I. Rényi differential privacy. IEEE CSF 2017.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg, FedProx, FedTrimmedAvg, Krum
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx, FedTrimmedAvg, Krum
 
 from cloudmri_kernel.errors import UsageError
 
@@ -38,6 +46,16 @@ log = logging.getLogger(__name__)
 STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
 #: An update more than this many times the round's median update norm is rejected as absurd.
 ABSURD_FACTOR = 50.0
+#: Rényi orders over which the (ε, δ) conversion is minimized.
+RDP_ORDERS = tuple([1 + x / 10 for x in range(1, 100)] + list(range(11, 257)))
+
+
+def gaussian_epsilon(multipliers: list[float], delta: float) -> float:
+    """ε of composed Gaussian mechanisms with these noise multipliers, at δ (RDP: α/(2z²) each, Mironov 2017)."""
+    if not multipliers:
+        return 0.0
+    total = sum(1.0 / (2.0 * z * z) for z in multipliers)
+    return min(alpha * total + np.log(1.0 / delta) / (alpha - 1.0) for alpha in RDP_ORDERS)
 
 
 @dataclass
@@ -50,6 +68,7 @@ class RoundRecord:
     failed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     complete: bool = True
+    epsilon: float | None = None
     train: dict[str, dict] = field(default_factory=dict)
     evaluate: dict[str, dict] = field(default_factory=dict)
 
@@ -70,6 +89,7 @@ class Guard:
 
     min_sites: int
     max_update_norm: float | None
+    dp: tuple[float, int, float] | None  # noise multiplier, sites the noise is divided by, delta
     rounds: list[RoundRecord]
     _global: np.ndarray | None
     _names: dict[int, str]
@@ -134,7 +154,16 @@ class Guard:
             log.warning("round %d: only %d usable site(s), %d needed: the global model is kept", server_round,
                         len(usable), self.min_sites)
             return None, None
+        if self.dp is not None:
+            self._account(server_round, usable)
         return super().aggregate_train(server_round, usable)
+
+    def _account(self, server_round: int, usable: list[Message]) -> None:
+        """The round's effective noise multiplier (see the module) and the budget spent so far."""
+        multiplier, sites, delta = self.dp
+        counts = [float(next(iter(m.content.metric_records.values()))["num-examples"]) for m in usable]
+        self._multipliers.append(multiplier / (sites * max(counts) / sum(counts)))
+        self._record(server_round).epsilon = gaussian_epsilon(self._multipliers, delta)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
@@ -152,11 +181,16 @@ class Guard:
 
 
 def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,
-                  trim_beta: float = 0.2, krum_byzantine: int = 1, names: dict[int, str] | None = None):
-    """A guarded Flower strategy by name (:data:`STRATEGIES`); every available site trains and evaluates.
+                  trim_beta: float = 0.2, krum_byzantine: int = 1, names: dict[int, str] | None = None,
+                  dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0, dp_sites: int | None = None,
+                  dp_delta: float = 1e-5):
+    """(the strategy to run, its :class:`Guard`): a guarded Flower strategy by name (:data:`STRATEGIES`), wrapped
+    in Flower's server-side DP clipping when ``dp_noise_multiplier > 0``; every available site trains and
+    evaluates.
 
     ``names`` maps node IDs to site names where they are known beforehand (in-process); otherwise a site is
-    known by name from its first reply, and by node ID until then.
+    known by name from its first reply, and by node ID until then. ``dp_sites``: how many sites the noise is
+    divided by (default ``min_sites``).
     """
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
@@ -171,7 +205,14 @@ def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None =
         options["beta"] = trim_beta
     elif name == "krum":
         options["num_malicious_nodes"] = krum_byzantine
-    strategy = type(f"Guarded{base.__name__}", (Guard, base), {})(**options)
-    strategy.min_sites, strategy.max_update_norm = min_sites, max_update_norm
-    strategy.rounds, strategy._global, strategy._names = [], None, dict(names or {})
-    return strategy
+    guard = type(f"Guarded{base.__name__}", (Guard, base), {})(**options)
+    guard.min_sites, guard.max_update_norm = min_sites, max_update_norm
+    guard.rounds, guard._global, guard._names, guard._multipliers = [], None, dict(names or {}), []
+    guard.dp = None
+    if dp_noise_multiplier < 0 or dp_clipping_norm <= 0 or not 0 < dp_delta < 1:
+        raise UsageError("differential privacy needs a noise multiplier >= 0, a clipping norm > 0 and 0 < delta < 1")
+    if dp_noise_multiplier == 0:
+        return guard, guard
+    sites = dp_sites or min_sites
+    guard.dp = (dp_noise_multiplier, sites, dp_delta)
+    return DifferentialPrivacyServerSideFixedClipping(guard, dp_noise_multiplier, dp_clipping_norm, sites), guard

@@ -35,7 +35,11 @@ FIRST_NODE_ID = 1001
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """What the server runs. ``min_sites``: fewest usable sites for a round to update the global model."""
+    """What the server runs. ``min_sites``: fewest usable sites for a round to update the global model.
+
+    ``dp_noise_multiplier > 0`` switches on differential privacy (server-side clipping of each site's update to
+    ``dp_clipping_norm`` plus Gaussian noise); every round then records the ε spent so far at ``dp_delta``.
+    """
 
     name: str = "federated"
     strategy: str = "fedavg"
@@ -46,6 +50,9 @@ class ExperimentConfig:
     min_sites: int = 1
     proximal_mu: float = 0.01
     max_update_norm: float | None = None
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+    dp_delta: float = 1e-5
     seed: int = 0
     architecture: MoDLConfig = field(default_factory=MoDLConfig)
 
@@ -159,14 +166,17 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
     net = MoDL(config.architecture)
     if initial is not None:
         net.load_state_dict(initial)
-    strategy = make_strategy(config.strategy, min_sites=config.min_sites, max_update_norm=config.max_update_norm,
-                             proximal_mu=config.proximal_mu, names=names)
+    strategy, guard = make_strategy(config.strategy, min_sites=config.min_sites,
+                                    max_update_norm=config.max_update_norm, proximal_mu=config.proximal_mu,
+                                    names=names, dp_noise_multiplier=config.dp_noise_multiplier,
+                                    dp_clipping_norm=config.dp_clipping_norm, dp_delta=config.dp_delta,
+                                    dp_sites=max(config.min_sites, len(sites)))
     experiment_id = _catalog_start(catalog, config, sites, created_by)
     models: list[GlobalModel] = []
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         net.load_state_dict(arrays.to_torch_state_dict())
-        record = strategy.rounds[server_round - 1] if server_round else None
+        record = guard.rounds[server_round - 1] if server_round else None
         card = {"experiment": experiment_id, "experiment_name": config.name, "round": server_round,
                 "strategy": config.strategy, "training": {"data": "federated", "sites": [s.name for s in sites]},
                 "round_record": asdict(record) if record else None}
@@ -180,7 +190,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             on_round(record)
         last = server_round == config.rounds
         stopping = stop is not None and stop.is_set() and not last
-        _catalog_round(catalog, experiment_id, strategy.rounds, model,
+        _catalog_round(catalog, experiment_id, guard.rounds, model,
                        "finished" if last else "stopped" if stopping else "running")
         if stopping:
             raise _Stop
@@ -192,7 +202,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
                        train_config=config.round_config(), evaluate_config=config.round_config(),
                        evaluate_fn=after_round)
     except _Stop:
-        return ExperimentResult(experiment_id, strategy.rounds, models, time.perf_counter() - started, stopped=True)
+        return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started, stopped=True)
     except BaseException:
         if catalog is not None and experiment_id is not None:
             from cloudmri_kernel.catalog.models import Experiment
@@ -200,4 +210,4 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             with catalog.session() as session:
                 session.get(Experiment, experiment_id).status = "failed"
         raise
-    return ExperimentResult(experiment_id, strategy.rounds, models, time.perf_counter() - started)
+    return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)

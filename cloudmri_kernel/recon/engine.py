@@ -191,7 +191,7 @@ def _reconstruct(task: SliceTask) -> SliceResult:
         return SliceResult(result.image, result.iterations, result.converged)
     if isinstance(recipe, DLRecipe):
         maps = _maps(task, recipe.maps)
-        return SliceResult(_run_network(recipe, task.kspace, task.mask, maps))
+        return SliceResult(run_network(recipe, task.kspace, task.mask, maps))
     if isinstance(recipe, NufftRecipe):
         if task.samples is None:
             raise UsageError("NUFFT reconstructs radial or spiral data; this file is Cartesian: use --method ifft, "
@@ -219,7 +219,8 @@ def _network(reference: str, device: str):
 
 
 @torch.no_grad()
-def _run_network(recipe: DLRecipe, kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray) -> np.ndarray:
+def run_network(recipe: DLRecipe, kspace: np.ndarray, mask: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """The recipe's model on one slice: k-space and maps (coils, y, x), acquired lines (y,); complex (y, x)."""
     net = _network(recipe.model, recipe.device)
     inputs = [to_tensor(np.asarray(a)[np.newaxis], recipe.device) for a in (kspace, mask, maps)]
     return net(inputs[0].to(torch.complex64), inputs[1], inputs[2].to(torch.complex64))[0].cpu().numpy()

@@ -6,9 +6,10 @@ SHA-256 of the weights file). Loading recomputes the hash and refuses a file tha
 swapped or damaged weights file never reconstructs an image. The hash is what the catalog's ``models`` table
 and the ledger record.
 
-A model reference (``cloudmri recon --method dl --model REF``) is a path to a ``.pt`` file, or the name of a
-model shipped with the package (:data:`SHIPPED_DIR`), or the name of a file in the models directory
-(``CLOUDMRI_MODELS_DIR``, default ``~/.cloudmri/models``).
+A model reference (``cloudmri recon --method dl --model REF``) is a path to a ``.pt`` file, the name of a model
+shipped with the package (:data:`SHIPPED_DIR`) or of a file in the models directory (``CLOUDMRI_MODELS_DIR``,
+default ``~/.cloudmri/models``; federated runs write theirs under it), or a model's SHA-256 (a unique prefix of
+at least 8 hex digits will do): the identity the catalog and the ledger record.
 """
 
 from __future__ import annotations
@@ -62,8 +63,17 @@ def save_model(net: MoDL, path: str | Path, card: dict | None = None) -> dict:
     return full
 
 
+def _cards() -> list[Path]:
+    return [card for directory in (SHIPPED_DIR, models_dir()) if directory.is_dir()
+            for card in sorted(directory.rglob("*.json")) if card.with_suffix(".pt").is_file()]
+
+
 def resolve(reference: str | Path) -> Path:
-    """The .pt file a model reference names (see the module), or a UsageError listing what exists."""
+    """The .pt file a model reference names (see the module), or a UsageError listing what exists.
+
+    A reference of 8 to 64 hex digits is a SHA-256 (or its unique prefix), the identity the catalog and the ledger
+    record: the model whose card has it, in the shipped models or anywhere under the models directory.
+    """
     candidate = Path(reference)
     if candidate.suffix == ".pt" and candidate.is_file():
         return candidate
@@ -71,8 +81,23 @@ def resolve(reference: str | Path) -> Path:
         path = directory / f"{reference}.pt"
         if path.is_file():
             return path
+    text = str(reference).lower()
+    if 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text):
+        matches = {card.with_suffix(".pt") for card in _cards()
+                   if str(_card_or_empty(card).get("sha256", "")).startswith(text)}
+        if len(matches) == 1:
+            return matches.pop()
+        if len(matches) > 1:
+            raise UsageError(f"the hash prefix {text} names {len(matches)} models: give more digits")
     known = sorted({p.stem for d in (SHIPPED_DIR, models_dir()) if d.is_dir() for p in d.glob("*.pt")})
-    raise UsageError(f"no model {str(reference)!r}: give a .pt file or one of: {', '.join(known) or 'none'}")
+    raise UsageError(f"no model {str(reference)!r}: give a .pt file, a SHA-256 or one of: {', '.join(known) or 'none'}")
+
+
+def _card_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def read_card(path: Path) -> dict:

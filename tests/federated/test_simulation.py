@@ -191,3 +191,35 @@ def test_a_store_site_trains_on_the_fully_sampled_raw_files_of_its_own_store(tmp
     assert np.abs(sample.kspace[:, ~sample.mask]).max() == 0
     with pytest.raises(UsageError, match="no fully sampled"):
         load_site_data(SiteConfig("nowhere", source="store", data_dir=str(tmp_path)))
+
+
+def test_rdp_epsilon_matches_the_closed_form_minimum():
+    """ε = min_α T·α/(2z²) + ln(1/δ)/(α−1); at the continuous optimum it is a + 2√(a·ln(1/δ)), a = T/(2z²)."""
+    from cloudmri_kernel.federated.aggregation import gaussian_epsilon
+
+    for rounds, z, delta in ((1, 1.0, 1e-5), (10, 2.0, 1e-5), (50, 5.0, 1e-6)):
+        a, log_term = rounds / (2 * z * z), np.log(1 / delta)
+        assert gaussian_epsilon([z] * rounds, delta) == pytest.approx(a + 2 * np.sqrt(a * log_term), rel=0.01)
+    assert gaussian_epsilon([], 1e-5) == 0
+
+
+def test_differential_privacy_clips_adds_noise_and_reports_the_budget(tmp_path, catalog):
+    from cloudmri_kernel.federated.aggregation import gaussian_epsilon
+
+    sites = _sites(2)
+    plain = run_experiment(ExperimentConfig(rounds=2, architecture=ARCH), sites, tmp_path / "plain")
+    private = run_experiment(ExperimentConfig(rounds=2, architecture=ARCH, dp_noise_multiplier=2.0,
+                                              dp_clipping_norm=0.5, dp_delta=1e-5),
+                             sites, tmp_path / "private", catalog=catalog)
+    assert all(r.epsilon is None for r in plain.rounds)
+    # equal site sizes: the effective multiplier is the configured one
+    assert [r.epsilon for r in private.rounds] == pytest.approx([gaussian_epsilon([2.0] * n, 1e-5) for n in (1, 2)])
+    assert private.rounds[1].epsilon > private.rounds[0].epsilon > 0
+    assert private.final.sha256 != plain.final.sha256
+    with catalog.session() as session:
+        stored = session.get(Experiment, private.experiment_id)
+        assert stored.metrics[1]["epsilon"] == pytest.approx(private.rounds[1].epsilon)
+        assert stored.config["dp_noise_multiplier"] == 2.0
+    with pytest.raises(UsageError, match="differential privacy"):
+        run_experiment(ExperimentConfig(rounds=1, architecture=ARCH, dp_noise_multiplier=1.0, dp_clipping_norm=0),
+                       sites, tmp_path / "bad")

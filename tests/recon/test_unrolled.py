@@ -1,6 +1,7 @@
 """The unrolled network, its training, model files with hash checks, and `cloudmri recon --method dl`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from cloudmri_kernel.errors import InvalidDataError, UsageError
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+from cloudmri_kernel.recon import model_files
 from cloudmri_kernel.recon.engine import reconstruct_file
 from cloudmri_kernel.recon.model_files import load_model, save_model
 from cloudmri_kernel.recon.recipe import parse_recipe
@@ -120,3 +122,15 @@ def test_dl_recipe_validation():
     with pytest.raises(UsageError, match="model"):
         parse_recipe({"method": "dl", "model": ""})
     assert parse_recipe({"method": "dl"}).model == "modl-synthetic"
+
+
+def test_a_model_is_found_by_its_hash_under_the_models_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path))
+    torch.manual_seed(2)
+    card = save_model(MoDL(SMALL), tmp_path / "experiment" / "round-3.pt")
+    net, loaded = load_model(card["sha256"][:12])
+    assert loaded["sha256"] == card["sha256"] and net.config == SMALL
+    shipped = json.loads((Path(model_files.SHIPPED_DIR) / "modl-synthetic.json").read_text())
+    assert load_model(shipped["sha256"])[1]["sha256"] == shipped["sha256"]
+    with pytest.raises(UsageError, match="no model"):
+        load_model("0123456789abcdef")

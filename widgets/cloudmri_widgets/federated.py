@@ -143,7 +143,8 @@ class FederatedExperiment(widgets.VBox):
             None runs without a record.
         ledger: a :class:`cloudmri_kernel.ledger.client.Ledger`; every round's global model hash is queued on it
             for anchoring.
-        out_dir: folder for the global models (``round-N.pt``); default ``out/fl/NAME``.
+        out_dir: folder for the global models (``round-N.pt``); default the models directory's ``NAME/``, where
+            ``cloudmri recon --method dl --model SHA256`` finds them.
         created_by: the user the catalog records; default the notebook's user.
         sites: the :class:`~cloudmri_kernel.federated.sites.SiteConfig` s the table starts with (their matrix and
             calibration lines are the form's, from the first); default :data:`DEFAULT_SITES`.
@@ -357,6 +358,7 @@ class FederatedExperiment(widgets.VBox):
 
     def _run(self) -> ExperimentResult | None:
         from cloudmri_kernel.federated.experiment import run_experiment
+        from cloudmri_kernel.recon.model_files import models_dir
 
         problem = self.form_problem()
         if problem is not None:
@@ -364,7 +366,7 @@ class FederatedExperiment(widgets.VBox):
             self._say(f"Nothing was started. Fix the form: {html.escape(problem)}", error=True)
             return None
         config, sites = self.experiment_config(), self.site_configs()
-        out_dir = self.out_dir if self.out_dir is not None else Path("out") / "fl" / config.name
+        out_dir = self.out_dir if self.out_dir is not None else models_dir() / config.name
         self._stop.clear()
         self.rounds_recorded, self.result = [], None
         self.experiment_id = self.final_path = self.final_sha256 = ""
