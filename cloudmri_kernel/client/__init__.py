@@ -406,6 +406,11 @@ class Client:
         """
         return self._json("GET", f"/datasets/{dataset_id}/provenance")
 
+    def ledger_history(self, dataset_id: str) -> list[dict]:
+        """Every ledger record of a dataset and of what was derived from it (series, labels, reports), oldest
+        first: kind, object_hash, state (queued/pending/sent/confirmed), batch, root, proof, block, transaction."""
+        return self._json("GET", f"/datasets/{dataset_id}/ledger-history")
+
     def ledger_grant(self, dataset_id: str, scope: str, expires_at: datetime, site: str | None = None,
                      account: str | None = None) -> list[dict]:
         """Grant a site (each of its registered accounts) or one account a scope on a dataset, on chain."""

@@ -25,6 +25,8 @@ TUTORIALS = {
     "05_image_quality": ["matrix", "coils", "accel", "slices", "noise", "wrong_scale"],
     "06_secure_data_platform": ["matrix", "coils", "grant_days"],
     "07_ledger": ["datasets", "matrix", "leaf", "singles"],
+    "08_deep_learning_and_federated": ["matrix", "train_samples", "epochs", "test_samples", "phantom_matrix", "accel",
+                                       "rounds", "site_train", "site_test"],
     "09_scaling_with_dask": ["matrix", "coils", "slices", "accel", "sense_iterations", "workers"],
 }
 

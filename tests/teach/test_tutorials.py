@@ -21,6 +21,8 @@ SMALL = {
     "05_image_quality": {"matrix": 64, "coils": 4, "slices": 2},
     "06_secure_data_platform": {"matrix": 32, "coils": 2},
     "07_ledger": {"datasets": 4, "matrix": 32, "leaf": 1, "singles": 2},
+    "08_deep_learning_and_federated": {"matrix": 32, "train_samples": 8, "epochs": 1, "test_samples": 2,
+                                       "phantom_matrix": 32, "rounds": 2, "site_train": 4, "site_test": 2},
     "09_scaling_with_dask": {"matrix": 32, "coils": 2, "slices": 2, "sense_iterations": 3},
 }
 RECORDS = {
@@ -39,6 +41,9 @@ RECORDS = {
                                 "bob_refused", "audit_events"},
     "07_ledger": {"proof_length", "root_matches", "verified", "tampered_detected", "forged_proof_accepted",
                   "gas_per_batch", "gas_ratio", "daily_cost_ratio"},
+    "08_deep_learning_and_federated": {"parameters", "dl_beats_zero_filled", "ssim_dl", "ssim_zero_filled",
+                                       "phantom_ssim", "tampered_refused", "federated_ssim", "local_ssim",
+                                       "failed_site", "failed_reason"},
     "09_scaling_with_dask": {"images_allclose", "relative_difference", "compute_per_byte_ratio", "speedup_sense",
                              "efficiency_sense"},
 }
@@ -95,6 +100,15 @@ def test_tutorial_runs_with_small_parameters(name, tmp_path):
         assert records["root_matches"] and records["verified"] and records["tampered_detected"]
         assert records["forged_proof_accepted"] is False
         assert 1.9 < records["gas_ratio"] < 2.1  # two single anchors against one batch of two
+    if name == "08_deep_learning_and_federated":
+        assert records["parameters"] == 28931  # the shipped modl-synthetic: 5 convolutions of 32 features, and λ
+        assert records["dl_beats_zero_filled"] is True and records["ssim_dl"] > records["ssim_zero_filled"]
+        assert set(records["phantom_ssim"]) == {"dl", "sense", "cs-wavelet"}
+        assert all(0 < value <= 1 for value in records["phantom_ssim"].values())
+        assert records["tampered_refused"] is True
+        sites = {"ruijin", "charite", "ucsf"}
+        assert set(records["federated_ssim"]) == set(records["local_ssim"]) == sites
+        assert records["failed_site"] == "offline-site" and "ConnectionError" in records["failed_reason"]
     if name == "09_scaling_with_dask":
         assert records["images_allclose"] is True and records["relative_difference"] < 1e-4
         assert records["compute_per_byte_ratio"] > 1

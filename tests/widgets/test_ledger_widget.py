@@ -87,6 +87,12 @@ def test_search_by_pseudonym_dataset_and_series_shows_the_anchored_record(ledger
                       f"inclusion proof: {len(record['proof'])} hash(es)", *record["proof"]):
             assert shown in history
         assert panel.verification.value == ""  # nothing claimed before Verify is pressed
+        series_sha256 = client.series(series_id)["sha256"]
+        history_records = client.ledger_history(dataset["id"])
+        assert [r["kind"] for r in history_records] == ["dataset", "series"]
+        assert history_records[0]["object_hash"] == dataset["sha256"]
+        assert history_records[1]["object_hash"] == series_sha256
+        assert "<td>series</td>" in history and series_sha256[:12] in history
 
         panel.verify_button.click()
         assert panel.verified is True

@@ -188,7 +188,26 @@ class DatasetLedger(widgets.VBox):
             path = "".join(f"<li>{_hash(h)}</li>" for h in record["proof"]) or "<li>none: the leaf is the root</li>"
             proof = (f"<details><summary>inclusion proof: {len(record['proof'])} hash(es), bottom up "
                      f"(RFC 6962)</summary><ol>{path}</ol></details>")
-        self.history.value = _table(headers, [row]) + proof
+        self.history.value = _table(headers, [row, *self._derived_rows()]) + proof
+
+    def _derived_rows(self) -> list[list[str]]:
+        """Rows for what was derived from the dataset and anchored too (series, labels, reports)."""
+        try:
+            records = self.client.ledger_history(self.dataset["id"])
+        except (CloudMRIError, OSError):
+            return []
+        rows = []
+        for record in records:
+            if record["kind"] == "dataset":
+                continue
+            confirmed = record["state"] == "confirmed"
+            rows.append([escape(record["kind"]), _hash(record["object_hash"]), escape(record["state"]),
+                         f"batch {_hash(record['batch_id'])}<br>root {_hash(record['root'])}"
+                         if record["batch_id"] else "",
+                         f"{record['leaf_index']} of {record['batch_size']}" if record["batch_id"] else "",
+                         str(record["block_number"]) if confirmed else "", _hash(record["tx_hash"]),
+                         escape(_when(record["anchored_at"] if confirmed else record["queued_at"])), ""])
+        return rows
 
     def verify(self) -> bool | None:
         """Re-check the record against the chain (the service re-hashes the stored object and checks the proof).

@@ -61,6 +61,23 @@ class ChainGrantOut(Out):
     tx_hash: str | None = None
 
 
+class LedgerRecordOut(Out):
+    kind: str = Field(description="dataset, series, label, report or model")
+    object_hash: str
+    name: str | None = None
+    state: Literal["queued", "pending", "sent", "confirmed"] = Field(
+        description="queued: waiting for a batch; pending/sent: batched, transaction not yet confirmed")
+    queued_at: datetime
+    batch_id: str | None = None
+    root: str | None = None
+    leaf_index: int | None = None
+    batch_size: int | None = None
+    proof: list[str] = Field(default_factory=list, description="Audit path (hex), bottom up (RFC 6962)")
+    block_number: int | None = None
+    tx_hash: str | None = None
+    anchored_at: datetime | None = None
+
+
 def _ledger(service) -> ServiceLedger:
     if service.ledger is None:
         raise UsageError("this service runs without a ledger (CLOUDMRI_LEDGER_ENABLED): there is no on-chain "
@@ -85,6 +102,29 @@ def provenance(dataset_id: str, request: Request, caller: Caller, db: DB, servic
             proof=list(check.proof), root=check.root, block_number=check.block_number, tx_hash=check.tx_hash,
             anchored_at=check.time, anchored_by_site=check.site, submitter=check.submitter))
     request.state.audit_reason = f"{found.state}: sha256 {found.sha256}"
+    return out
+
+
+@router.get("/datasets/{dataset_id}/ledger-history", response_model=list[LedgerRecordOut], responses=ERRORS)
+def ledger_history(dataset_id: str, request: Request, caller: Caller, db: DB, service: Service
+                   ) -> list[LedgerRecordOut]:
+    """Every record the ledger holds for a dataset (the raw file and what was derived from it: series, labels,
+    reports), oldest first, with its batch and proof. :func:`provenance` re-checks the dataset's own record."""
+    ledger = _ledger(service)
+    dataset = fetch(db, Dataset, dataset_id, request)
+    check_dataset(db, caller, dataset, "see")
+    out = []
+    for record, batch in ledger.ledger.history(dataset.id):
+        confirmed = batch is not None and batch.state == "confirmed"
+        out.append(LedgerRecordOut(
+            kind=record.kind, object_hash=record.object_hash, name=record.name,
+            state=batch.state if batch is not None else "queued",
+            queued_at=datetime.fromtimestamp(record.queued_at, UTC), batch_id=record.batch_id,
+            root=batch.root if batch else None, leaf_index=record.leaf_index, batch_size=batch.count if batch else None,
+            proof=[h.hex() for h in record.proof], block_number=batch.block_number if confirmed else None,
+            tx_hash=batch.tx_hash if batch else None,
+            anchored_at=datetime.fromtimestamp(batch.timestamp, UTC) if confirmed and batch.timestamp else None))
+    request.state.audit_reason = f"{len(out)} ledger record(s)"
     return out
 
 
