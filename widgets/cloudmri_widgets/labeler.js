@@ -107,7 +107,10 @@ function build(model, el) {
   const say = (text) => commit({ message: text });
   const button = (bar, text, title, onClick) => {
     const node = element("button", { textContent: text, title, type: "button" });
-    node.addEventListener("click", onClick);
+    node.addEventListener("click", () => {
+      onClick();
+      root.focus(); // keep keyboard shortcuts working when the button disables itself
+    });
     bar.append(node);
     return node;
   };
@@ -368,7 +371,7 @@ function build(model, el) {
     }
     for (const [name, node] of Object.entries(toolButtons)) node.classList.toggle("cml-on", model.get("tool") === name);
     for (const [name, node] of Object.entries(labelButtons)) node.classList.toggle("cml-on", model.get("label") === name);
-    radius.value = String(model.get("brush_radius"));
+    if (document.activeElement !== radius) radius.value = String(model.get("brush_radius"));
     sliceInput.value = String(slice);
     undoButton.disabled = !model.get("can_undo");
     deleteButton.disabled = model.get("selected") < 0;
