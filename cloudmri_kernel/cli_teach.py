@@ -1,12 +1,15 @@
-"""``cloudmri teach``: run a tutorial for a whole class and list the tutorials.
+"""``cloudmri teach``: run a tutorial for a whole class, collect students' submissions, list the tutorials.
 
 ``teach run`` exits 0 when every student's notebook ran, 1 when some failed or timed out (the summary says who
-and where), and 2 when nothing could run (a bad roster, parameters file, tutorial or option).
+and where), and 2 when nothing could run (a bad roster, parameters file, tutorial or option). ``teach collect``
+exits 0 when every student's submission was collected, 1 when some were not (the summary says why), and 2 when
+nothing was read (a bad roster, path or token, or no hub at the URL).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +19,8 @@ from rich.table import Table
 
 from cloudmri_kernel.cli import _progress, app, err, out, reports_errors
 
-teach_app = typer.Typer(help="Course tutorials: run one for a whole class, list them.", no_args_is_help=True)
+teach_app = typer.Typer(help="Course tutorials: run one for a whole class, collect submissions, list them.",
+                        no_args_is_help=True)
 app.add_typer(teach_app, name="teach")
 
 _STYLES = {"ok": "green", "failed": "red", "timeout": "yellow"}
@@ -92,3 +96,53 @@ def teach_list(
         for p in t.parameters.values():
             table.add_row(p.name, p.type or "?", p.default, p.help)
         out.print(table)
+
+
+_COLLECT_STYLES = {"submitted": "green", "no submission": "yellow", "not running": "yellow"}
+
+
+@teach_app.command("collect")
+@reports_errors
+def teach_collect(
+    tutorial: Annotated[str, typer.Argument(help="Tutorial name (see `cloudmri teach list`) or notebook path.")],
+    roster: Annotated[Path, typer.Option("--class", help="Roster CSV whose 'student' column holds hub user "
+                                         "names.")],
+    hub_url: Annotated[str, typer.Option("--hub-url", envvar="CLOUDMRI_HUB_URL", help="The hub's public URL.")]
+    = "http://127.0.0.1:8000",
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File (mode 0600) with an instructor's hub "
+                                                    "API token (default: JUPYTERHUB_API_TOKEN).")] = None,
+    path: Annotated[str, typer.Option("--path", help="The submission's path in each student's home; {tutorial} is "
+                                      "the tutorial's file stem.")] = "submissions/{tutorial}.ipynb",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: out/collect/TUTORIAL).")]
+    = None,
+    start_servers: Annotated[bool, typer.Option("--start-servers", help="Start the servers of students that are "
+                                                "not running (the token needs servers!group=students).")] = False,
+) -> None:
+    """Collect each student's submission through JupyterHub and write the notebooks, collected.csv and .html."""
+    from cloudmri_kernel.client import _read_token_file
+    from cloudmri_kernel.teach.collect import collect_class
+
+    token = _read_token_file(token_file) if token_file is not None else os.environ.get("JUPYTERHUB_API_TOKEN")
+    with _progress() as bar:
+        task = bar.add_task(f"collecting {tutorial}", total=None)
+
+        def report(done: int, total: int, submission) -> None:
+            bar.update(task, completed=done, total=total, description=f"{submission.student}: {submission.status}")
+
+        collection = collect_class(tutorial, roster, hub_url, token, path, out_dir, start_servers=start_servers,
+                                   progress=report)
+    table = Table(title=f"{collection.tutorial.title}: ~/{collection.path} ({len(collection.submissions)} "
+                  "students)", title_justify="left")
+    for column in ("student", "status", "modified", "detail"):
+        table.add_column(column, overflow="fold")
+    for s in collection.submissions:
+        table.add_row(s.student, f"[{_COLLECT_STYLES.get(s.status, 'red')}]{s.status}[/]", s.modified or "",
+                      s.detail)
+    out.print(table)
+    out.print(f"notebooks in {collection.out_dir}; summary {collection.html_path} and {collection.csv_path}",
+              highlight=False, soft_wrap=True)
+    if collection.incomplete:
+        err.print(f"[bold red]{len(collection.incomplete)} of {len(collection.submissions)} students' notebooks "
+                  "were not collected[/]: " + ", ".join(f"{s.student} ({s.status})" for s in collection.incomplete),
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -15,6 +15,7 @@ Example:
 import importlib
 
 _MODULES = {
+    "Collection": "collect", "Submission": "collect", "collect_class": "collect",
     "RECORD_MIMETYPE": "records", "read_records": "records", "record": "records",
     "RosterError": "roster", "Student": "roster", "read_roster": "roster",
     "ClassRun": "runner", "StudentResult": "runner", "run_class": "runner",
