@@ -47,7 +47,12 @@ def executable(name: str) -> str:
 
 
 def flower_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    return {**(os.environ if base is None else base), **FLOWER_ENV}
+    """The environment for Flower's processes: Flower's switches off, and this environment's executables first on
+    PATH (the SuperLink and SuperNodes start ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp`` by
+    name, and the environment may not be activated)."""
+    env = {**(os.environ if base is None else base), **FLOWER_ENV}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return env
 
 
 def _check_files(*paths: Path | None) -> None:
