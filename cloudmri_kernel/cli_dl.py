@@ -57,15 +57,17 @@ def dl_train(
 @dl_app.command("models")
 @reports_errors
 def dl_models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Models that `cloudmri recon --method dl --model NAME` can use, with their hashes and figures."""
+    """Models that `cloudmri recon --method dl --model NAME|SHA256` can use (shipped ones, and every model under
+    the models directory, federated rounds included), with their hashes and figures."""
     from cloudmri_kernel.recon.model_files import SHIPPED_DIR, models_dir, read_card
 
     rows = []
     for directory in (SHIPPED_DIR, models_dir()):
-        for path in sorted(directory.glob("*.pt")) if directory.is_dir() else ():
+        for path in sorted(directory.rglob("*.pt")) if directory.is_dir() else ():
             card = read_card(path)
             model = card.get("evaluation", {}).get("model", {})
-            rows.append({"name": path.stem, "path": str(path), "sha256": card.get("sha256"),
+            rows.append({"name": str(path.relative_to(directory).with_suffix("")), "path": str(path),
+                         "sha256": card.get("sha256"),
                          "parameters": card.get("parameters"), "ssim": model.get("ssim"), "psnr": model.get("psnr")})
     if as_json:
         out.print_json(json.dumps(rows))

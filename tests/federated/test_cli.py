@@ -49,8 +49,15 @@ def test_bad_experiment_files_are_refused_with_exit_2(tmp_path):
         assert result.exit_code == 2, (name, result.output)
 
 
-def test_dl_models_lists_the_shipped_model_with_its_hash():
+def test_dl_models_lists_the_shipped_model_and_experiment_rounds_with_their_hashes(tmp_path, monkeypatch):
+    from cloudmri_kernel.recon.model_files import load_model, save_model
+    from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
+
+    monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path))
+    card = save_model(MoDL(MoDLConfig(unrolls=1, features=8, depth=3)), tmp_path / "demo" / "round-1.pt")
     result = CliRunner().invoke(app, ["dl", "models", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert len(rows["modl-synthetic"]["sha256"]) == 64 and rows["modl-synthetic"]["ssim"] > 0.5
+    assert rows["demo/round-1"]["sha256"] == card["sha256"]
+    assert load_model("demo/round-1")[1]["sha256"] == card["sha256"]
