@@ -312,6 +312,10 @@ class Client:
     def scores(self, series_id: str) -> list[dict]:
         return self._json("GET", f"/series/{series_id}/scores")
 
+    def reports(self, dataset_id: str) -> list[dict]:
+        """The reports on a dataset that the caller may see."""
+        return self._json("GET", f"/datasets/{dataset_id}/reports")
+
     def create_report(self, dataset_id: str, findings: str = "", impression: str = "",
                       template: str = "generic") -> dict:
         return self._json("POST", f"/datasets/{dataset_id}/reports", expect=(201,),

@@ -93,3 +93,15 @@ def alice(widget_service) -> Client:
     """alice's client of the widget service."""
     with widget_service.client("alice") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def reading_staff(widget_service) -> dict[str, Client]:
+    """Clients of a radiologist ``rita`` and an admin ``ada`` at alice's site (the service's own tokens)."""
+    local = LocalTokens(widget_service.service.data_dir / "service" / "tokens.json")
+    clients = {user: Client(widget_service.service.url, local.create(user, "siteA", ROLE_SCOPES[role],
+                                                                      timedelta(hours=1)))
+               for user, role in (("rita", "radiologist"), ("ada", "admin"))}
+    yield clients
+    for client in clients.values():
+        client.close()
