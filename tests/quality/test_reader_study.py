@@ -75,7 +75,7 @@ def test_quadratic_kappa_equals_the_moment_formula_of_fleiss_and_cohen():
 
 @pytest.mark.parametrize("weights", ["quadratic", "linear", None])
 def test_weighted_kappa_matches_scikit_learn(weights):
-    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn is not a dependency; checked where present")
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn is in the dev extra (./workbench setup)")
     rng = np.random.default_rng(5)
     for _ in range(20):
         a = rng.integers(1, 6, 30).tolist()
