@@ -1,6 +1,15 @@
-"""Debian's Chromium driven by Playwright: the one browser every UI test uses (headless, nothing downloaded)."""
+"""Debian's Chromium driven by Playwright: the one browser every UI test uses (headless, nothing downloaded), and
+the Voilà server the dashboard tests open in it."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +26,54 @@ def browser():
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         yield chromium
         chromium.close()
+
+
+def notebook_file(path: Path, source: str) -> Path:
+    """A one-cell notebook on the python3 kernel (what the Voilà tests serve)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+@contextmanager
+def voila(notebook: Path, env: dict[str, str] | None = None, timeout: float = 60.0,
+          log: Path | None = None) -> Iterator[str]:
+    """Voilà serving ``notebook`` on a free loopback port, this checkout's widgets importable; yields its URL.
+
+    The server's log is ``log`` (default ``voila.log`` beside the notebook); a server that does not answer
+    within ``timeout`` fails the test with the log's end.
+    """
+    import cloudmri_widgets
+    import httpx
+
+    from cloudmri_kernel.processes import free_port
+
+    env = dict(os.environ if env is None else env)
+    package_root = str(Path(cloudmri_widgets.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    port, log = free_port(), log or notebook.parent / "voila.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+        cwd=notebook.parent, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"voila did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

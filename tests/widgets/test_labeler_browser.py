@@ -9,22 +9,16 @@ anywidget model holding the state and binary buffers :class:`Labeler` sends.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 
-import httpx
-import nbformat
 import numpy as np
 import pytest
 from cloudmri_widgets import Labeler
 from ipywidgets.widgets.widget import _remove_buffers
 
-from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM, notebook_file
+from tests.browser import voila as voila_server
 from tests.widgets.test_viewer_browser import DOCS_IMAGES, ORIGIN, PACKAGE, _phantom, _settle
-from tests.widgets.test_viewer_voila import _free_port
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
 pytestmark = [
@@ -218,34 +212,9 @@ widgets.VBox([labeler, echo])
 
 @pytest.fixture
 def voila(tmp_path):
-    """Voilà serving NOTEBOOK on a free local port (as tests/widgets/test_viewer_voila.py does for the viewer)."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "labeler.ipynb")
-    port = _free_port()
-    package_root = str(PACKAGE.resolve().parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voila", "labeler.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "voila.log").open("wb"))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"voila did not start: {(tmp_path / 'voila.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """Voilà serving NOTEBOOK on a free local port."""
+    with voila_server(notebook_file(tmp_path / "labeler.ipynb", NOTEBOOK)) as url:
+        yield url
 
 
 def test_shapes_strokes_and_undo_travel_through_the_comm(voila, browser):

@@ -4,17 +4,10 @@ grant controls by scope, and on-chain grants issued and revoked through the widg
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import cloudmri_widgets
 import h5py
-import httpx
-import nbformat
 import pytest
 from cloudmri_widgets import LedgerBrowser
 
@@ -22,7 +15,6 @@ from cloudmri_kernel.client import Client
 from cloudmri_kernel.mrd.header import header_to_xml, parse_header
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
 from cloudmri_kernel.mrd.reader import MRDFile
-from cloudmri_kernel.processes import free_port
 
 PSEUDONYM = "P-ledgerwidget01"
 
@@ -187,61 +179,35 @@ def test_search_and_verify_in_a_voila_page(ledger_service, anchored_dataset, tmp
     grant (read-raw to siteB) goes on chain and into the grants table. The page is saved as a screenshot
     (docs/images/ledger-widget.png is one)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-    from tests.browser import CHROMIUM
+    from tests.browser import CHROMIUM, notebook_file
+    from tests.browser import voila as voila_server
 
     if shutil.which(CHROMIUM) is None:
         pytest.skip("needs Debian's chromium (./workbench setup installs it)")
     dataset, record, _ = anchored_dataset
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(VOILA_NOTEBOOK)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "ledger.ipynb")
-    port = free_port()
-    package_root = str(Path(cloudmri_widgets.__file__).resolve().parents[1])
     env = ledger_service.service.client_env(ledger_service.tokens["ada"], tmp_path / "client")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    log = tmp_path / "voila.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voila", "ledger.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, f"voila: {log.read_text()[-2000:]}"
-            time.sleep(0.3)
-        with playwright.sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 800})
-                page.goto(url)
-                search = page.get_by_placeholder("dataset ID, series ID or subject pseudonym")
-                search.wait_for(timeout=60_000)
-                search.fill(PSEUDONYM)
-                page.get_by_role("button", name="Search").click()
-                playwright.expect(page.locator(".cml-table").first).to_contain_text(record["tx_hash"],
-                                                                                     timeout=30_000)
-                page.get_by_role("button", name="Verify").click()
-                playwright.expect(page.locator(".cml-ok").first).to_be_visible(timeout=30_000)
-                assert f"block {record['block_number']}" in page.locator(".cml-ok").first.locator("..").inner_text()
-                page.get_by_placeholder("site or 0x account").fill("siteB")
-                page.get_by_role("combobox").select_option("read-raw")
-                page.get_by_role("button", name="Grant").click()
-                playwright.expect(page.get_by_text("granted read-raw to siteB")).to_be_visible(timeout=30_000)
-                playwright.expect(page.locator(".cml-table").nth(1)).to_contain_text(
-                    ledger_service.site_b_account, timeout=30_000)
-                page.screenshot(path=tmp_path / "ledger-widget.png", full_page=True)
-            finally:
-                browser.close()
-    finally:
-        process.terminate()
+    with voila_server(notebook_file(tmp_path / "ledger.ipynb", VOILA_NOTEBOOK), env) as url, \
+            playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            page.goto(url)
+            search = page.get_by_placeholder("dataset ID, series ID or subject pseudonym")
+            search.wait_for(timeout=60_000)
+            search.fill(PSEUDONYM)
+            page.get_by_role("button", name="Search").click()
+            playwright.expect(page.locator(".cml-table").first).to_contain_text(record["tx_hash"], timeout=30_000)
+            page.get_by_role("button", name="Verify").click()
+            playwright.expect(page.locator(".cml-ok").first).to_be_visible(timeout=30_000)
+            assert f"block {record['block_number']}" in page.locator(".cml-ok").first.locator("..").inner_text()
+            page.get_by_placeholder("site or 0x account").fill("siteB")
+            page.get_by_role("combobox").select_option("read-raw")
+            page.get_by_role("button", name="Grant").click()
+            playwright.expect(page.get_by_text("granted read-raw to siteB")).to_be_visible(timeout=30_000)
+            playwright.expect(page.locator(".cml-table").nth(1)).to_contain_text(
+                ledger_service.site_b_account, timeout=30_000)
+            page.screenshot(path=tmp_path / "ledger-widget.png", full_page=True)
+        finally:
+            browser.close()
     assert (tmp_path / "ledger-widget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

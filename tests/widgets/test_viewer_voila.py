@@ -7,19 +7,12 @@ the button's change must reach the canvas.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import cloudmri_widgets
-import httpx
-import nbformat
 import pytest
 
+from tests.browser import notebook_file
+from tests.browser import voila as voila_server
 from tests.widgets.test_viewer_browser import CHROMIUM, _grey, _pixel, _settle
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
@@ -48,41 +41,10 @@ widgets.VBox([viewer, echo, last])
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def voila(tmp_path):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "viewer.ipynb")
-    port = _free_port()
-    package_root = str(Path(cloudmri_widgets.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voila", "viewer.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "voila.log").open("wb"))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"voila did not start: {(tmp_path / 'voila.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with voila_server(notebook_file(tmp_path / "viewer.ipynb", NOTEBOOK)) as url:
+        yield url
 
 
 def test_drag_and_scroll_reach_the_kernel_and_kernel_changes_reach_the_canvas(voila):
