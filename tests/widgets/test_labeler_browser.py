@@ -245,5 +245,5 @@ def test_shapes_strokes_and_undo_travel_through_the_comm(voila, browser):
     page.keyboard.press("Control+z")
     playwright.expect(echo).to_have_text("rois=[] painted=0 masked=0", timeout=15_000)
     page.wait_for_function("document.querySelector('.cml-status').textContent.includes('0 ROI(s)')")
-    assert page.locator("text=Undo").is_disabled()
+    playwright.expect(page.locator("text=Undo")).to_be_disabled(timeout=15_000)  # synced after the ROIs
     page.close()
