@@ -20,7 +20,6 @@ References:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from pydicom.uid import generate_uid
 
 from cloudmri_kernel import __version__
 from cloudmri_kernel.errors import InvalidDataError, UsageError
+from cloudmri_kernel.export.nifti import write_nifti
 from cloudmri_kernel.mrd.writer import AtomicOutput
 
 #: NIfTI intent code of a label map (nifti1.h NIFTI_INTENT_LABEL).
@@ -79,21 +79,7 @@ def labels_to_nifti(masks, reference, path: str | Path) -> Path:
         affine = np.asarray(reference, np.float64)
         if affine.shape != (4, 4):
             raise UsageError(f"the reference affine must be 4×4, got shape {affine.shape}")
-    image = nib.Nifti1Image(volume, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    image.header.set_intent(NIFTI_INTENT_LABEL)
-    image.header["descrip"] = "Cloud-MRI labels"
-    content = image.to_bytes()
-    output = AtomicOutput(path)
-    try:
-        output.temporary.write_bytes(gzip.compress(content, mtime=0) if compressed else content)
-    except BaseException:
-        output.discard()
-        raise
-    output.commit()
-    return path
+    return write_nifti(volume, affine, path, "Cloud-MRI labels", intent=NIFTI_INTENT_LABEL)
 
 
 def _series_images(dicom_series_dir: Path) -> list:

@@ -96,16 +96,26 @@ def export_nifti(headers: np.ndarray, data: np.ndarray, mrd_header: Header, path
     planes = series_planes(headers, data)
     affine = nifti_affine(planes)
     volume = np.stack([p.pixels for p in planes], axis=-1).transpose(1, 0, 2).astype(np.float32)
+    measurement = mrd_header.measurementInformation
+    return write_nifti(volume, affine, path,
+                       ((measurement and measurement.protocolName) or "Cloud-MRI reconstruction")[:79])
+
+
+def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, description: str,
+                intent: int | None = None) -> Path:
+    """Write a volume with its affine as both qform and sform (scanner coordinates, mm), atomically; ``.nii.gz``
+    is gzip-compressed (without a timestamp, so equal content gives equal bytes)."""
     image = nib.Nifti1Image(volume, affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
-    measurement = mrd_header.measurementInformation
-    image.header["descrip"] = ((measurement and measurement.protocolName) or "Cloud-MRI reconstruction")[:79]
+    if intent is not None:
+        image.header.set_intent(intent)
+    image.header["descrip"] = description
     content = image.to_bytes()
     output = AtomicOutput(path)
     try:
-        output.temporary.write_bytes(gzip.compress(content, mtime=0) if compressed else content)
+        output.temporary.write_bytes(gzip.compress(content, mtime=0) if path.name.endswith(".nii.gz") else content)
     except BaseException:
         output.discard()
         raise
