@@ -208,7 +208,9 @@ def user_token(workbench: Workbench, user: str, note: str) -> str:
 
 
 def _seed_demo(workbench: Workbench) -> None:
-    """Phantom scans (and the real GRAPPA scan) in the demo site, uploaded once by the demo researcher."""
+    """Phantom scans (and the real GRAPPA scan) in the demo site, uploaded once by the demo researcher, each
+    reconstructed with its default recipe (the jobs run on the service's cluster while the hub is already up)
+    and put on the demo radiologist's worklist by the demo admin, most accelerated first."""
     from cloudmri_kernel.client import Client
     from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
 
@@ -216,10 +218,17 @@ def _seed_demo(workbench: Workbench) -> None:
     with Client(f"{workbench.url}/services/cloudmri", token) as client:
         if client.datasets(limit=1):
             return
+        uploaded = []
         with tempfile.TemporaryDirectory() as scratch:
             for name, spec in (("phantom_full.h5", PhantomSpec(matrix=128, coils=8)),
                                ("phantom_grappa_r4.h5", PhantomSpec(matrix=128, coils=8, accel=4, calib=24)),
                                ("phantom_cs_r4.h5", PhantomSpec(matrix=128, coils=8, accel=4, pattern="poisson"))):
-                client.upload(write_phantom(Path(scratch) / name, spec))
+                uploaded.append(client.upload(write_phantom(Path(scratch) / name, spec)))
         if SHARED_GRAPPA.exists():
-            client.upload(SHARED_GRAPPA)
+            uploaded.append(client.upload(SHARED_GRAPPA))
+        for dataset in uploaded:
+            client.submit(dataset["id"])
+    admin = user_token(workbench, "admin", "cloudmri up --demo")
+    with Client(f"{workbench.url}/services/cloudmri", admin) as client:
+        for priority, dataset in zip((5, 5, 3, 1), reversed(uploaded), strict=False):
+            client.assign(dataset["id"], "radiologist", priority=priority)

@@ -77,3 +77,14 @@ def voila(notebook: Path, env: dict[str, str] | None = None, timeout: float = 60
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def voila_as(app: Path, service_url: str, token: str, data_dir: Path, log: Path) -> Iterator[str]:
+    """Voilà serving ``app`` with one user's service token and nothing else of this process's Cloud-MRI settings,
+    as the hub's reading-mode server would; yields its URL."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CLOUDMRI_")}
+    env.update({"CLOUDMRI_SERVICE_URL": service_url, "CLOUDMRI_SERVICE_TOKEN": token,
+                "CLOUDMRI_DATA_DIR": str(data_dir)})
+    with voila(app, env, log=log) as address:
+        yield address

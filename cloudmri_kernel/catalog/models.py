@@ -183,10 +183,14 @@ class Upload(Base):
 
 
 class Label(Base):
-    """One reader's label set on a series: ROIs as JSON, masks as a store object; readers never share a set."""
+    """One reader's label set on a series: ROIs as JSON, masks as a store object; readers never share a set.
+
+    ``version`` starts at 1 and grows by one with every save; a save that names an older version is refused, so
+    two tabs of one reader never overwrite each other silently.
+    """
 
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("series_id", "reader", "name"),)
+    __table_args__ = (UniqueConstraint("series_id", "reader", "name"), CheckConstraint("version >= 1", name="version"))
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     series_id: Mapped[str] = mapped_column(ForeignKey("series.id"), index=True)
     reader: Mapped[str] = mapped_column(USER)
@@ -194,6 +198,7 @@ class Label(Base):
     vocabulary: Mapped[list[Any]] = mapped_column(default=list)
     rois: Mapped[list[Any]] = mapped_column(default=list)
     mask_sha256: Mapped[str | None] = mapped_column(SHA256)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -213,10 +218,15 @@ class QualityScore(Base):
 
 
 class Report(Base):
-    """A structured radiology report; signing locks it and records the SHA-256 of its content."""
+    """A structured radiology report; signing locks it and records the SHA-256 of its content.
+
+    ``version`` starts at 1 and grows by one with every save and at sign-off; an edit or a sign-off that names an
+    older version is refused (optimistic concurrency: what was signed is what the signer last saw).
+    """
 
     __tablename__ = "reports"
-    __table_args__ = (CheckConstraint("status IN ('draft', 'signed')", name="status"),)
+    __table_args__ = (CheckConstraint("status IN ('draft', 'signed')", name="status"),
+                      CheckConstraint("version >= 1", name="version"))
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     author: Mapped[str] = mapped_column(USER)
@@ -226,6 +236,7 @@ class Report(Base):
     status: Mapped[str] = mapped_column(String(16), default="draft")
     sha256: Mapped[str | None] = mapped_column(SHA256)
     signed_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

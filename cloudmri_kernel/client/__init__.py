@@ -298,9 +298,13 @@ class Client:
 
     # reading
 
-    def save_labels(self, series_id: str, name: str, rois: list[dict], vocabulary: list[str] = ()) -> dict:
+    def save_labels(self, series_id: str, name: str, rois: list[dict], vocabulary: list[str] = (),
+                    version: int | None = None) -> dict:
+        """Save the caller's label set ``name``. ``version``: the stored version this replaces (0 for a new set);
+        if it moved on meanwhile the service answers 409 (:class:`ServiceError` with the stored set in
+        ``detail["stored"]``). None replaces whatever is stored."""
         return self._json("PUT", f"/series/{series_id}/labels/{name}",
-                          json={"rois": rois, "vocabulary": list(vocabulary)})
+                          json={"rois": rois, "vocabulary": list(vocabulary), "version": version})
 
     def labels(self, series_id: str, reader: str | None = None) -> list[dict]:
         return self._json("GET", f"/series/{series_id}/labels", params=self._params({"reader": reader}))
@@ -321,12 +325,16 @@ class Client:
         return self._json("POST", f"/datasets/{dataset_id}/reports", expect=(201,),
                           json={"findings": findings, "impression": impression, "template": template})
 
-    def update_report(self, report_id: str, findings: str, impression: str, template: str = "generic") -> dict:
-        return self._json("PUT", f"/reports/{report_id}",
-                          json={"findings": findings, "impression": impression, "template": template})
+    def update_report(self, report_id: str, findings: str, impression: str, template: str = "generic",
+                      version: int | None = None) -> dict:
+        """Edit a draft. ``version``: the version this edit replaces; a report saved or signed since is refused
+        (409, the stored report in ``detail["stored"]``). None replaces the draft whatever its version."""
+        return self._json("PUT", f"/reports/{report_id}", json={"findings": findings, "impression": impression,
+                                                                 "template": template, "version": version})
 
-    def sign_report(self, report_id: str) -> dict:
-        return self._json("POST", f"/reports/{report_id}/sign")
+    def sign_report(self, report_id: str, version: int | None = None) -> dict:
+        """Sign off (locks the report, records its SHA-256); with ``version``, only the version that was read."""
+        return self._json("POST", f"/reports/{report_id}/sign", json={"version": version})
 
     def assign(self, dataset_id: str, reader: str, priority: int = 0) -> dict:
         return self._json("POST", "/assignments", expect=(201,),
@@ -337,6 +345,10 @@ class Client:
 
     def update_assignment(self, assignment_id: str, status: str, reason: str = "") -> dict:
         return self._json("PATCH", f"/assignments/{assignment_id}", json={"status": status, "reason": reason})
+
+    def reassign(self, assignment_id: str, reader: str, reason: str = "") -> dict:
+        """Give a study to another reader (an admin of the dataset's site); it goes back to ``assigned``."""
+        return self._json("POST", f"/assignments/{assignment_id}/reassign", json={"reader": reader, "reason": reason})
 
     # blinded reader studies
 

@@ -111,6 +111,9 @@ class SeriesOut(Out):
 class LabelIn(Strict):
     vocabulary: list[str] = Field(default_factory=list, max_length=256)
     rois: list[dict[str, Any]] = Field(default_factory=list, max_length=10000)
+    version: int | None = Field(default=None, ge=0, description=(
+        "The version of the caller's set this save replaces (0: the set must not exist yet); a stored set at "
+        "another version is answered 409. Leave it out to replace whatever is stored."))
 
 
 class LabelOut(Out):
@@ -121,6 +124,7 @@ class LabelOut(Out):
     vocabulary: list[str]
     rois: list[dict[str, Any]]
     mask_sha256: str | None
+    version: int
     updated_at: datetime
 
 
@@ -146,6 +150,17 @@ class ReportIn(Strict):
     impression: str = Field(default="", max_length=100000)
 
 
+class ReportUpdate(ReportIn):
+    version: int | None = Field(default=None, ge=1, description=(
+        "The version this edit replaces; a report saved or signed since is answered 409 with what is stored. "
+        "Leave it out to replace the draft whatever its version."))
+
+
+class SignIn(Strict):
+    version: int | None = Field(default=None, ge=1, description=(
+        "The version the signer read; signing a report changed since is answered 409."))
+
+
 class ReportOut(Out):
     id: str
     dataset_id: str
@@ -156,6 +171,7 @@ class ReportOut(Out):
     status: str
     sha256: str | None
     signed_at: datetime | None
+    version: int
     updated_at: datetime
 
 
@@ -167,6 +183,11 @@ class AssignmentIn(Strict):
 
 class AssignmentUpdate(Strict):
     status: Literal["in_progress", "done", "sent_back"]
+    reason: str = Field(default="", max_length=10000)
+
+
+class ReassignIn(Strict):
+    reader: str = Field(min_length=1, max_length=255)
     reason: str = Field(default="", max_length=10000)
 
 

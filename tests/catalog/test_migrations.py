@@ -18,7 +18,7 @@ from cloudmri_kernel.catalog import Catalog, make_engine, migrate
 from cloudmri_kernel.catalog.db import alembic_config
 from cloudmri_kernel.catalog.models import AuditEvent, Base, Site
 
-HEAD = "0002"  # the newest revision: 0002 adds the reader-study tables
+HEAD = "0003"  # the newest revision: 0003 adds versions to reports and label sets
 
 # Waits for "go" on stdin so that both processes start migrating at the same moment.
 MIGRATE_WHEN_TOLD = """

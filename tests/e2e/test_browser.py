@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from cloudmri_kernel import up
+from cloudmri_kernel.client import Client
 from tests.browser import CHROMIUM
 from tests.hub.conftest import needs_user_servers
 
@@ -78,11 +81,28 @@ def test_an_admin_chooses_a_gpu_profile_and_gets_a_server(browser, workbench):
     page.close()
 
 
+def _demo_reconstructions_done(bench) -> None:
+    """Wait for the reconstructions `up --demo` started, so the radiologist's first study has its images."""
+    token = up.user_token(bench, "researcher", "e2e: demo reconstructions")
+    with Client(f"{bench.url}/services/cloudmri", token) as client:
+        deadline = time.monotonic() + 300
+        while jobs := client.jobs(status="queued") + client.jobs(status="running"):
+            assert time.monotonic() < deadline, f"demo reconstructions still running: {jobs}"
+            time.sleep(1)
+
+
 def test_a_radiologist_lands_on_the_reading_app_and_cannot_open_jupyterlab(browser, workbench):
+    _demo_reconstructions_done(workbench)
     page = _sign_in(browser, workbench, "radiologist")
     page.wait_for_url("**/user/radiologist/voila/render/reading.ipynb**")
     page.get_by_text("Cloud-MRI reading room").first.wait_for()
-    page.get_by_text("phantom_full.h5").first.wait_for()
+    page.get_by_text("studies on your worklist").first.wait_for()
+    rows = page.locator("table.reading-worklist tbody tr")
+    rows.first.wait_for()
+    assert rows.first.inner_text().split("\t")[:2] == ["5", "assigned"]  # the demo's most urgent study first
+    page.locator(".widget-select select").select_option(index=0)
+    page.get_by_role("button", name="Open").click()
+    page.locator(".cml-root canvas").wait_for()  # its images, in the labeler
     _screenshot(page, "radiologist-landing")
     refused = page.goto(f"{workbench.url}/user/radiologist/lab")
     assert refused.status in (403, 404)

@@ -7,22 +7,18 @@ The creator then opens the same app and sees the results. Screenshots go to ``do
 
 from __future__ import annotations
 
-import os
 import shutil
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from cloudmri_kernel.catalog import Catalog
 from cloudmri_kernel.catalog.models import ReaderStudyCase, Series
 from cloudmri_kernel.client import Client
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
-from cloudmri_kernel.service.testing import ServiceProcess, create_token, service_env
-from tests.browser import CHROMIUM
-from tests.browser import voila as voila_server
+from cloudmri_kernel.service.testing import create_token
+from tests.browser import CHROMIUM, voila_as
 from tests.conftest import REPO
+from tests.e2e.conftest import service_catalog
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
 pytestmark = [
@@ -37,16 +33,9 @@ CRITERIA = ("overall", "artifacts", "snr", "confidence")
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    env = service_env(tmp_path_factory.mktemp("study-service"))
-    with ServiceProcess(env) as running:
-        yield running, env
-
-
-@pytest.fixture(scope="module")
-def study(service, tmp_path_factory) -> dict:
+def study(app_service, tmp_path_factory) -> dict:
     """alice (researcher) reconstructs two phantoms with two methods and sets up a study read by rita and ray."""
-    running, env = service
+    running, env = app_service
     folder = tmp_path_factory.mktemp("study-data")
     tokens = {"alice": create_token(env, "alice", "siteA", ["researcher"]),
               "rita": create_token(env, "rita", "siteA", ["radiologist"]),
@@ -64,17 +53,8 @@ def study(service, tmp_path_factory) -> dict:
     return {**made, "tokens": tokens, "client_dir": folder}
 
 
-@contextmanager
-def _voila(url: str, token: str, data_dir: Path, log: Path):
-    """Voilà serving the app with the user's token, as the hub's reading-mode server would; yields its URL."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CLOUDMRI_")}
-    env.update({"CLOUDMRI_SERVICE_URL": url, "CLOUDMRI_SERVICE_TOKEN": token, "CLOUDMRI_DATA_DIR": str(data_dir)})
-    with voila_server(APP, env, log=log) as address:
-        yield address
-
-
 def _catalog_rows(env: dict, study_id: str, reader: str) -> list[tuple]:
-    catalog = Catalog.open(f"sqlite:///{Path(env['CLOUDMRI_DATA_DIR']) / 'catalog.sqlite'}", migrate=False)
+    catalog = service_catalog(env)
     try:
         with catalog.session() as db:
             return [tuple(row) for row in db.execute(
@@ -87,9 +67,9 @@ def _catalog_rows(env: dict, study_id: str, reader: str) -> list[tuple]:
         catalog.dispose()
 
 
-def test_a_radiologist_scores_a_blinded_study_in_the_browser(browser, service, study, tmp_path):
-    running, env = service
-    with _voila(running.url, study["tokens"]["rita"], tmp_path / "rita", tmp_path / "voila.log") as address:
+def test_a_radiologist_scores_a_blinded_study_in_the_browser(browser, app_service, study, tmp_path):
+    running, env = app_service
+    with voila_as(APP, running.url, study["tokens"]["rita"], tmp_path / "rita", tmp_path / "voila.log") as address:
         page = browser.new_page(viewport={"width": 1100, "height": 1250})
         page.set_default_timeout(90_000)
         page.goto(address)
@@ -119,8 +99,8 @@ def test_a_radiologist_scores_a_blinded_study_in_the_browser(browser, service, s
     assert all(version == 0 for _, _, version, *_ in _catalog_rows(env, study["id"], "ray"))
 
 
-def test_the_creator_sees_the_results_in_the_browser(browser, service, study, tmp_path):
-    running, env = service
+def test_the_creator_sees_the_results_in_the_browser(browser, app_service, study, tmp_path):
+    running, env = app_service
     with Client(running.url, study["tokens"]["rita"]) as client:  # what the browser test enters, if it ran elsewhere
         for _, position, version, _, _, _, code in _catalog_rows(env, study["id"], "rita"):
             if version == 0:
@@ -133,7 +113,7 @@ def test_the_creator_sees_the_results_in_the_browser(browser, service, study, tm
             if position == 0:
                 scores["overall"] = max(scores["overall"] - 1, 1)
             ray.score_case(study["id"], code, scores, 0)
-    with _voila(running.url, study["tokens"]["alice"], tmp_path / "alice", tmp_path / "voila.log") as address:
+    with voila_as(APP, running.url, study["tokens"]["alice"], tmp_path / "alice", tmp_path / "voila.log") as address:
         page = browser.new_page(viewport={"width": 1100, "height": 1500})
         page.set_default_timeout(90_000)
         page.goto(address)

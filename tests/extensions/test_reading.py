@@ -35,6 +35,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from cloudmri_kernel.client import Client
 from cloudmri_kernel.processes import free_port
+from cloudmri_kernel.service.testing import create_token
 from tests.conftest import REPO
 from tests.extensions.conftest import BASE_URL, SERVER_CONFIG, JupyterServerProcess
 
@@ -119,7 +120,7 @@ def test_the_reading_app_is_stored_without_outputs():
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     assert notebook.cells[0].source.startswith(f"# {TITLE}")
-    assert "import cloudmri_kernel as cm" in code[0].source and "cm.datasets()" in code[0].source
+    assert "import cloudmri_kernel as cm" in code[0].source and "ReadingRoom(client)" in code[0].source
 
 
 def run_reading_app(env: dict[str, str], tmp_path: Path) -> list[dict]:
@@ -233,11 +234,15 @@ def execute_request(code: str) -> dict:
 def test_the_reading_app_renders_the_worklist(reading, http, service, phantom_mrd):
     with Client(service.service.url, service.token) as alice:
         dataset = alice.upload(phantom_mrd)
+    with Client(service.service.url, create_token(service.service.env, "ada", "siteA", ["admin"])) as ada:
+        ada.assign(dataset["id"], "alice", priority=2)
     home = http.get(reading.url, headers=reading.headers(), follow_redirects=False)
     assert home.status_code == 302 and home.headers["location"].startswith(f"{BASE_URL}voila/render/reading.ipynb")
     html, _ = render(reading, http, "reading.ipynb")
     assert TITLE in html
-    assert dataset["id"] in html and "1 dataset(s) on your worklist" in html
+    shown = html.replace("\\u003c", "<").replace("\\u003e", ">")  # outputs are embedded as JSON strings
+    assert "Signed in as <b>alice</b>: 1 study on your worklist: 1 assigned." in shown  # rendered by the server
+    assert "application/vnd.jupyter.widget-view+json" in html  # the reading room widget (the browser tests use it)
     assert "Traceback" not in html and "cannot be shown" not in html
 
 

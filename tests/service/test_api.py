@@ -7,6 +7,7 @@ import io
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import h5py
@@ -350,6 +351,71 @@ def test_report_sign_off_locks_and_hashes(api, dataset):
     row.__dict__.update(dataset_id=dataset["id"], author="rita", template="generic", findings="Phantom.",
                         impression="Normal.", signed_at=datetime.fromisoformat(signed["signed_at"]))
     assert report_sha256(row) == signed["sha256"]
+
+
+def test_report_saves_and_sign_off_name_the_version_they_start_from(api, dataset):
+    report = api.post(f"/datasets/{dataset['id']}/reports", "rita", json={"findings": "Draft one."}).json()
+    assert report["version"] == 1
+    url = f"/reports/{report['id']}"
+    first = api.put(url, "rita", json={"findings": "Tab A.", "impression": "A.", "version": 1})
+    assert first.status_code == 200 and first.json()["version"] == 2
+    stale = api.put(url, "rita", json={"findings": "Tab B.", "impression": "B.", "version": 1})
+    assert stale.status_code == 409
+    detail = stale.json()["detail"]
+    assert detail["version"] == 2 and detail["stored"]["findings"] == "Tab A." and "meanwhile" in detail["message"]
+    assert api.post(f"{url}/sign", "rita", json={"version": 1}).status_code == 409  # not what the signer read
+    signed = api.post(f"{url}/sign", "rita", json={"version": 2}).json()
+    assert (signed["status"], signed["version"], signed["findings"]) == ("signed", 3, "Tab A.")
+    locked = api.put(url, "rita", json={"impression": "late", "version": 3})
+    assert locked.status_code == 400 and "signed and locked" in locked.json()["detail"]
+    stored = api.get(f"/datasets/{dataset['id']}/reports", "rita").json()
+    assert [(r["findings"], r["impression"], r["version"]) for r in stored] == [("Tab A.", "A.", 3)]
+
+
+def test_concurrent_report_saves_exactly_one_wins(api, dataset):
+    report = api.post(f"/datasets/{dataset['id']}/reports", "rita", json={}).json()
+    attempts = [f"impression {n}" for n in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda text: api.put(f"/reports/{report['id']}", "rita",
+                                                     json={"impression": text, "version": 1}), attempts))
+    assert sorted(r.status_code for r in replies) == [200] + [409] * 7
+    winner = attempts[[r.status_code for r in replies].index(200)]
+    stored = api.get(f"/datasets/{dataset['id']}/reports", "rita").json()
+    assert [(r["impression"], r["version"]) for r in stored] == [(winner, 2)]
+
+
+def test_label_saves_name_the_version_they_start_from(api, series):
+    url = f"/series/{series['id']}/labels/main"
+    roi = {"kind": "rectangle", "slice": 0, "label": "lesion", "points": [[1, 1], [4, 4]]}
+    created = api.put(url, "rita", json={"vocabulary": ["lesion"], "rois": [roi], "version": 0})
+    assert created.status_code == 200 and created.json()["version"] == 1
+    again = api.put(url, "rita", json={"vocabulary": ["lesion"], "rois": [], "version": 0})
+    assert again.status_code == 409 and again.json()["detail"]["stored"]["rois"] == [roi]
+    assert api.put(url, "rita", json={"rois": [roi, roi], "version": 1}).json()["version"] == 2
+    stale = api.put(url, "rita", json={"rois": [], "version": 1})
+    assert stale.status_code == 409 and len(stale.json()["detail"]["stored"]["rois"]) == 2
+    assert api.put(f"/series/{series['id']}/labels/other", "rita", json={"rois": [], "version": 4}).status_code == 409
+    assert api.put(url, "rita", json={"rois": []}).json()["version"] == 3  # no version: replaces what is stored
+    assert [(s["name"], len(s["rois"]), s["version"]) for s in api.get(f"/series/{series['id']}/labels", "rita",
+                                                                        params={"reader": "rita"}).json()] == [
+        ("main", 0, 3)]
+
+
+def test_reassigning_a_study(api, dataset):
+    assignment = api.post("/assignments", "ada", json={"dataset_id": dataset["id"], "reader": "rita"}).json()
+    api.patch(f"/assignments/{assignment['id']}", "rita", json={"status": "in_progress"})
+    url = f"/assignments/{assignment['id']}/reassign"
+    assert api.post(url, "alice", json={"reader": "rex"}).status_code == 403  # not an admin
+    assert api.post(url, "bea", json={"reader": "rex"}).status_code == 403  # an admin of another site
+    assert api.post(url, "ada", json={"reader": "rita"}).status_code == 400  # already hers
+    moved = api.post(url, "ada", json={"reader": "rex", "reason": "rita is on leave"}).json()
+    assert (moved["reader"], moved["status"], moved["reason"], moved["assigned_by"]) == (
+        "rex", "assigned", "rita is on leave", "ada")
+    assert api.get("/worklist", "rita").json() == []
+    refused = api.patch(f"/assignments/{assignment['id']}", "rita", json={"status": "done"})
+    assert refused.status_code == 403 and "rex" in refused.json()["detail"]
+    assert any(e["action"] == "reassign" and e["object_id"] == assignment["id"]
+               for e in api.get("/audit", "ada").json())
 
 
 def test_worklist(api, dataset):

@@ -209,3 +209,22 @@ def test_an_expired_token_is_explained_and_the_drawing_is_kept(widget_service, s
     assert "Your drawing is kept" in drawn.message
     np.testing.assert_array_equal(drawn.masks(), before)
     assert [s["name"] for s in alice.labels(series_id) if s["name"] == "expired-try"] == []
+
+
+def test_two_labelers_of_one_reader_never_overwrite_each_other_silently(alice, series_id):
+    image = alice.images(series_id)
+    first, second = Labeler(image, VOCABULARY), Labeler(image, VOCABULARY)
+    assert not first.load(alice, series_id, "two-tabs") and not second.load(alice, series_id, "two-tabs")
+    first.rois = [_roi("rectangle", [[1, 1], [5, 5]])]
+    assert first.save(alice, series_id, "two-tabs") and first.versions[(series_id, "two-tabs")] == 1
+    second.rois = [_roi("ellipse", [[8, 8], [12, 12]], "liver"), _roi("rectangle", [[2, 2], [6, 6]])]
+    assert not second.save(alice, series_id, "two-tabs")
+    assert "saved meanwhile elsewhere (1 ROI(s), version 1)" in second.message
+    assert len(second.rois) == 2  # the drawing is kept
+    (stored,) = [s for s in alice.labels(series_id, reader="alice") if s["name"] == "two-tabs"]
+    assert stored["rois"] == first.rois
+    assert second.save(alice, series_id, "two-tabs")  # pressed again: the reader chose this drawing
+    (stored,) = [s for s in alice.labels(series_id, reader="alice") if s["name"] == "two-tabs"]
+    assert (stored["rois"], stored["version"]) == (second.rois, 2)
+    first.rois = []
+    assert not first.save(alice, series_id, "two-tabs")  # now the first tab is the stale one

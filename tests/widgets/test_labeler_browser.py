@@ -168,6 +168,71 @@ def test_rectangle_polygon_and_brush_drawn_with_the_mouse_reach_python(browser):
     page.close()
 
 
+def test_zoom_pan_window_presets_and_drawing_stay_in_image_pixels(browser):
+    image = np.zeros((1, 64, 64), np.float32)
+    image[0, :, 32:] = 4
+    image[0, 0, 0] = 8  # "full" spans 0…8, "auto" (0.5–99.5th percentile) 0…4
+    labeler = Labeler(image, ["lesion"], size=256, presets={"bright": [1.0, 0.5]})
+    assert list(labeler.presets) == ["auto", "full", "bright"]
+    page = _open(browser, labeler)
+    canvas = page.locator(".cml-root canvas")
+    box = canvas.bounding_box()
+    x0, y0 = box["x"], box["y"]
+
+    # Ctrl+wheel over the image centre: zoom 2 about the pointer (the centre stays put, so no pan; Chromium
+    # rounds pointer positions to whole CSS pixels, hence the tolerance of a fraction of a screen pixel).
+    page.mouse.move(x0 + 128, y0 + 128)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -np.log(2) / 0.002)
+    page.keyboard.up("Control")
+    assert page.evaluate("window.model.get('zoom')") == pytest.approx(2)
+    assert page.evaluate("window.model.get('pan')") == pytest.approx([0, 0], abs=0.1)
+    # At zoom 2 the canvas shows image x, y 16…48: a drag from canvas (64, 64) to (128, 96) is (24, 24)-(32, 28).
+    page.mouse.move(x0 + 64, y0 + 64)
+    page.mouse.down()
+    page.mouse.move(x0 + 128, y0 + 96, steps=4)
+    page.mouse.up()
+    _settle(page)
+    (roi,) = page.evaluate("window.saved")[-1]["rois"]
+    assert roi["points"] == [pytest.approx([24, 24], abs=0.1), pytest.approx([32, 28], abs=0.1)]
+
+    # Shift+drag pans by 64 screen pixels = 8 image pixels; the same screen drag now lands 8 pixels to the left.
+    page.mouse.move(x0 + 100, y0 + 200)
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.move(x0 + 164, y0 + 200, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.evaluate("window.model.get('pan')") == pytest.approx([8, 0], abs=0.1)
+    assert len(page.evaluate("window.saved")[-1]["rois"]) == 1  # panning drew nothing
+    page.mouse.move(x0 + 64, y0 + 64)
+    page.mouse.down()
+    page.mouse.move(x0 + 128, y0 + 96, steps=4)
+    page.mouse.up()
+    _settle(page)
+    assert page.evaluate("window.saved")[-1]["rois"][-1]["points"] == [pytest.approx([16, 24], abs=0.1),
+                                                                       pytest.approx([24, 28], abs=0.1)]
+
+    # A right drag of 64 screen pixels to the right widens the window by a quarter of the data range (8).
+    window = page.evaluate("window.model.get('window')")
+    page.mouse.move(x0 + 100, y0 + 100)
+    page.mouse.down(button="right")
+    page.mouse.move(x0 + 164, y0 + 100, steps=4)
+    page.mouse.up(button="right")
+    assert page.evaluate("window.model.get('window')") == pytest.approx(window + 2)
+    # Keys: 3 = the third preset ("bright"), 2 = "full", 0 = zoom 1 and no pan.
+    canvas.focus()
+    page.keyboard.press("3")
+    assert page.evaluate("[window.model.get('window'), window.model.get('level')]") == [1.0, 0.5]
+    page.keyboard.press("2")
+    assert page.evaluate("[window.model.get('window'), window.model.get('level')]") == pytest.approx(
+        labeler.presets["full"])
+    playwright.expect(page.locator("button.cml-on[data-preset]")).to_have_text(["full"])  # drawn on the next frame
+    page.keyboard.press("0")
+    assert page.evaluate("[window.model.get('zoom'), ...window.model.get('pan')]") == [1, 0, 0]
+    page.close()
+
+
 def test_screenshot_for_the_docs(browser):
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     volume = _phantom()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -138,15 +137,13 @@ def test_an_expired_token_keeps_the_typed_report(widget_service, rita, assign):
     assert [r["impression"] for r in _reports(rita, assignment["dataset_id"])] == ["Normal study."]
 
 
-def test_a_study_reassigned_meanwhile_is_explained_and_the_worklist_refreshed(widget_service, rita, assign):
+def test_a_study_reassigned_meanwhile_is_explained_and_the_worklist_refreshed(reading_staff, rita, assign):
     assignment, other = assign(1), assign(1)
     room = ReadingRoom(rita)
     assert room.open_study(assignment["id"]) and room.open_study(other["id"])
     room.impression.value = "Typed before the study was taken away."
-    # The service has no route to reassign yet: an admin's edit of the catalog does it.
-    with sqlite3.connect(widget_service.service.data_dir / "catalog.sqlite") as db:
-        assert db.execute("UPDATE assignments SET reader = 'rob' WHERE id IN (?, ?)",
-                          (assignment["id"], other["id"])).rowcount == 2
+    for moved in (assignment, other):  # the site's admin gives both studies to rob
+        assert reading_staff["ada"].reassign(moved["id"], "rob", "rita is on call")["reader"] == "rob"
     assert not room.save_draft()
     assert "no longer on your worklist" in room.message.value and "worklist is refreshed" in room.message.value
     assert other["id"] not in [row["id"] for row in room.assignments]
@@ -178,6 +175,28 @@ def test_a_second_tab_and_a_signed_report_are_caught_and_nothing_typed_is_lost(r
     assert first.locked and first.impression.value == "First tab, edited after sign-off."
     assert report["sha256"] in first.signature.value
     assert _reports(rita, assignment["dataset_id"]) == [report]
+
+
+def test_two_tabs_editing_one_draft_the_later_save_is_refused_with_the_stored_text(rita, assign):
+    assignment = assign(1)
+    first = ReadingRoom(rita)
+    assert first.open_study(assignment["id"])
+    first.impression.value = "Draft."
+    assert first.save_draft()
+    second = ReadingRoom(rita)
+    assert second.open_study(assignment["id"]) and second.report["version"] == 1
+    first.impression.value = "First tab's edit."
+    assert first.save_draft() and first.report["version"] == 2
+    second.impression.value = "Second tab's edit."
+    assert not second.sign()  # the service refuses version 1: it is at 2
+    assert "changed meanwhile" in second.message.value and "First tab&#x27;s edit." in second.message.value
+    assert second.impression.value == "Second tab's edit." and not second.locked
+    ((impression, version, status),) = [(r["impression"], r["version"], r["status"])
+                                        for r in _reports(rita, assignment["dataset_id"])]
+    assert (impression, version, status) == ("First tab's edit.", 2, "draft")
+    assert second.sign()  # pressed again: the reader chose their text, and signs version 3
+    (report,) = _reports(rita, assignment["dataset_id"])
+    assert (report["impression"], report["version"], report["status"]) == ("Second tab's edit.", 4, "signed")
 
 
 @pytest.mark.slow

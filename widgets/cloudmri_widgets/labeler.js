@@ -4,6 +4,8 @@
 // and sent as `rois` (image pixel coordinates) when finished; brush and eraser strokes change a local copy of
 // the painted mask (uint8 per pixel, label index + 1) that is sent as bytes when the stroke ends. Undo lives in
 // the kernel (Labeler.undo), which keeps the history of `rois` and `mask`: Ctrl+Z and the button ask it.
+// Viewing follows the image viewer (viewer.js): wheel = slice, Ctrl+wheel = zoom, right drag = window/level,
+// middle or Shift+left drag = pan, keys 1-9 = window presets, 0 = reset zoom and pan; all of it stays here.
 
 const SHAPES = ["polygon", "rectangle", "ellipse"];
 const TOOLS = [...SHAPES, "brush", "eraser", "select"];
@@ -137,6 +139,23 @@ function build(model, el) {
     commit({ slice: Number(sliceInput.value) });
   });
   tools.append(element("label", {}, ["slice", sliceInput]));
+  const view = element("div", { className: "cml-bar" });
+  root.insertBefore(view, canvas);
+  const presetButtons = {};
+  const applyPreset = (name) => {
+    const preset = model.get("presets")[name];
+    if (preset) commit({ window: preset[0], level: preset[1] });
+  };
+  const drawPresets = () => {
+    view.replaceChildren();
+    Object.keys(model.get("presets")).forEach((name, i) => {
+      const key = i < 9 ? ` (${i + 1})` : "";
+      const node = button(view, name, `window/level preset ${name}${key}`, () => applyPreset(name));
+      node.dataset.preset = name;
+      presetButtons[name] = node;
+    });
+    button(view, "Reset view", "zoom 1, no pan (0)", () => commit({ zoom: 1, pan: [0, 0] }));
+  };
 
   const labelButtons = {};
   const drawLabels = () => {
@@ -151,13 +170,21 @@ function build(model, el) {
     }
   };
 
-  // ---- geometry: canvas pixels to image pixels (no zoom: the image fills the canvas)
+  // ---- geometry: at zoom 1 and no pan the image fills the canvas; pan shifts the image centre (image pixels)
   const scale = () => model.get("size") / Math.max(nx, ny);
+  const magnification = () => scale() * model.get("zoom");
   const toImage = (event) => {
     const rect = canvas.getBoundingClientRect();
-    const k = scale() * (rect.width / canvas.width);
-    return [(event.clientX - rect.left) / k, (event.clientY - rect.top) / k];
+    const x = (event.clientX - rect.left) * (canvas.width / rect.width);
+    const y = (event.clientY - rect.top) * (canvas.height / rect.height);
+    const [px, py] = model.get("pan");
+    const k = magnification();
+    return [(x - canvas.width / 2) / k + nx / 2 - px, (y - canvas.height / 2) / k + ny / 2 - py];
   };
+  let fullRange = 0;
+  for (let i = 0; i < image.length; i++) fullRange = Math.max(fullRange, image[i]);
+  fullRange = fullRange || 1;
+  let viewDrag = null; // a right (window/level) or middle/Shift (pan) drag: where it started
   const onImage = ([x, y]) => x >= 0 && y >= 0 && x <= nx && y <= ny;
   const toEdge = ([x, y]) => [clamp(x, 0, nx), clamp(y, 0, ny)];
   const refuse = ([x, y]) => say(`The point (${x.toFixed(1)}, ${y.toFixed(1)}) is outside the ${nx} x ${ny} ` +
@@ -202,7 +229,16 @@ function build(model, el) {
     commit({ rois: rois.filter((_, i) => i !== index), selected: -1 });
   };
 
+  canvas.addEventListener("contextmenu", (event) => event.preventDefault());
   canvas.addEventListener("pointerdown", (event) => {
+    if (event.button === 2 || event.button === 1 || (event.button === 0 && event.shiftKey)) {
+      event.preventDefault();
+      root.focus();
+      canvas.setPointerCapture(event.pointerId);
+      viewDrag = { kind: event.button === 2 ? "window" : "pan", x: event.clientX, y: event.clientY,
+        window: model.get("window"), level: model.get("level"), pan: [...model.get("pan")] };
+      return;
+    }
     if (event.button !== 0) return;
     event.preventDefault();
     root.focus();
@@ -215,7 +251,7 @@ function build(model, el) {
       }
       if (!draft) draft = { kind: "polygon", points: [] };
       const [fx, fy] = draft.points[0] || [NaN, NaN];
-      const k = scale();
+      const k = magnification();
       if (draft.points.length >= 3 && Math.hypot((point[0] - fx) * k, (point[1] - fy) * k) <= CLOSE_DISTANCE) {
         closePolygon();
       } else {
@@ -248,6 +284,18 @@ function build(model, el) {
     redraw();
   });
   canvas.addEventListener("pointermove", (event) => {
+    if (viewDrag) {
+      const dx = event.clientX - viewDrag.x;
+      const dy = event.clientY - viewDrag.y;
+      if (viewDrag.kind === "window") {
+        const step = fullRange / canvas.width; // a drag across the image sweeps the whole range
+        model.set("window", Math.max(viewDrag.window + dx * step, fullRange * 1e-6));
+        model.set("level", viewDrag.level + dy * step);
+      } else {
+        model.set("pan", [viewDrag.pan[0] + dx / magnification(), viewDrag.pan[1] + dy / magnification()]);
+      }
+      return;
+    }
     const point = toImage(event);
     hover = onImage(point) ? `x ${point[0].toFixed(1)}, y ${point[1].toFixed(1)}` : "";
     if (draft && (draft.kind === "rectangle" || draft.kind === "ellipse")) {
@@ -260,6 +308,11 @@ function build(model, el) {
   });
   const end = (event) => {
     if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
+    if (viewDrag) {
+      viewDrag = null;
+      model.save_changes();
+      return;
+    }
     if (!draft || draft.kind === "polygon") return;
     if (draft.kind === "brush" || draft.kind === "eraser") {
       draft = null;
@@ -282,13 +335,21 @@ function build(model, el) {
       // The double click's two clicks placed the same vertex twice.
       const points = draft.points;
       while (points.length > 1 && Math.hypot(points.at(-1)[0] - points.at(-2)[0],
-        points.at(-1)[1] - points.at(-2)[1]) * scale() <= CLOSE_DISTANCE) points.pop();
+        points.at(-1)[1] - points.at(-2)[1]) * magnification() <= CLOSE_DISTANCE) points.pop();
       closePolygon();
     }
   });
   canvas.addEventListener("wheel", (event) => {
     event.preventDefault();
     if (event.deltaY === 0) return;
+    if (event.ctrlKey) { // zoom about the pointer: the image point under it stays put
+      const before = toImage(event);
+      model.set("zoom", clamp(model.get("zoom") * Math.exp(-event.deltaY * 0.002), 0.25, 32));
+      const after = toImage(event);
+      const [px, py] = model.get("pan");
+      commit({ pan: [px + after[0] - before[0], py + after[1] - before[1]] });
+      return;
+    }
     draft = null;
     commit({ slice: clamp(model.get("slice") + Math.sign(event.deltaY), 0, nslices - 1) });
   }, { passive: false });
@@ -304,6 +365,11 @@ function build(model, el) {
     } else if (event.key === "Escape") {
       draft = null;
       redraw();
+    } else if (/^[1-9]$/.test(event.key) && !event.ctrlKey && !event.altKey && !event.metaKey) {
+      const name = Object.keys(model.get("presets"))[Number(event.key) - 1];
+      if (name) applyPreset(name);
+    } else if (event.key === "0") {
+      commit({ zoom: 1, pan: [0, 0] });
     }
   });
 
@@ -331,17 +397,20 @@ function build(model, el) {
       out[4 * i + 3] = 255;
     }
     nativeContext.putImageData(pixels, 0, 0);
-    const k = scale();
-    const w = Math.round(nx * k);
-    const h = Math.round(ny * k);
+    const w = Math.round(nx * scale());
+    const h = Math.round(ny * scale());
     if (canvas.width !== w || canvas.height !== h) {
       canvas.width = w;
       canvas.height = h;
     }
+    const k = magnification();
+    const [px, py] = model.get("pan");
     context.setTransform(1, 0, 0, 1, 0, 0);
+    context.fillStyle = "#000";
+    context.fillRect(0, 0, w, h);
     context.imageSmoothingEnabled = false;
-    context.drawImage(native, 0, 0, w, h);
-    context.setTransform(k, 0, 0, k, 0, 0);
+    context.setTransform(k, 0, 0, k, w / 2 + (px - nx / 2) * k, h / 2 + (py - ny / 2) * k);
+    context.drawImage(native, 0, 0);
     const colourOf = (name) => (vocabulary.find((item) => item.name === name) || { color: "#ffffff" }).color;
     model.get("rois").forEach((roi, index) => {
       if (roi.slice !== slice) return;
@@ -376,8 +445,14 @@ function build(model, el) {
     undoButton.disabled = !model.get("can_undo");
     deleteButton.disabled = model.get("selected") < 0;
     const count = model.get("rois").filter((roi) => roi.slice === slice).length;
+    for (const [name, node] of Object.entries(presetButtons)) {
+      const [pw, pl] = model.get("presets")[name] || [NaN, NaN];
+      node.classList.toggle("cml-on", Math.abs(pw - model.get("window")) < 1e-9 * fullRange &&
+        Math.abs(pl - model.get("level")) < 1e-9 * fullRange);
+    }
     status.textContent = `slice ${slice + 1}/${nslices} · ${count} ROI(s) on this slice · label ` +
-      `${model.get("label")}${hover ? ` · ${hover}` : ""}`;
+      `${model.get("label")} · W ${model.get("window").toPrecision(3)} L ${model.get("level").toPrecision(3)} · ` +
+      `zoom ${model.get("zoom").toFixed(2)}×${hover ? ` · ${hover}` : ""}`;
     message.textContent = model.get("message");
   };
   let pending = 0;
@@ -390,7 +465,12 @@ function build(model, el) {
     redraw();
   });
   for (const name of ["rois", "slice", "tool", "label", "window", "level", "size", "selected", "can_undo",
-    "message", "brush_radius"]) listen(name, redraw);
+    "message", "brush_radius", "zoom", "pan"]) listen(name, redraw);
+  listen("presets", () => {
+    drawPresets();
+    redraw();
+  });
+  drawPresets();
   listen("vocabulary", () => {
     drawLabels();
     redraw();

@@ -112,13 +112,17 @@ class Labeler(anywidget.AnyWidget):
     In the browser: pick a tool and a label; *Rectangle*/*Ellipse* drag a box; *Polygon* clicks vertices and
     closes on a click near the first vertex, a double click or Enter (Escape drops it); *Brush*/*Eraser* paint
     and erase pixels of the painted mask within the brush radius; *Select* picks an ROI, which Delete (or the
-    button) removes. Ctrl+Z or *Undo* takes back the last change. The mouse wheel scrolls slices. A shape
-    begun outside the image is refused with a message; a drag that leaves the image stops at its edge.
+    button) removes. Ctrl+Z or *Undo* takes back the last change. The mouse wheel scrolls slices and Ctrl+wheel
+    zooms (about the pointer); a right drag changes the window (right = wider) and level (down = higher); a
+    middle or Shift+left drag pans. Keys 1–9 pick the window presets in order ("auto" = 0.5–99.5th percentile,
+    "full" = the whole range, then ``presets``), 0 resets zoom and pan. A shape begun outside the image is
+    refused with a message; a drag that leaves the image stops at its edge.
 
     Args:
         data: the image, real or complex ``(y, x)`` or ``(slices, y, x)``; complex data are shown as magnitude.
         vocabulary: the project's labels, ``{"name": "#rrggbb"}`` or a list of names (colours assigned).
         size: the longest side of the image on screen, in CSS pixels.
+        presets: extra window/level presets, ``{"name": (window, level)}``, after "auto" and "full".
 
     Raises:
         TypeError, ValueError: the image is not a numeric volume, or the vocabulary is empty or repeats a name.
@@ -137,6 +141,10 @@ class Labeler(anywidget.AnyWidget):
     window = traitlets.Float(1.0, help="window width").tag(sync=True)
     level = traitlets.Float(0.5, help="window centre").tag(sync=True)
     size = traitlets.Int(512, help="longest side of the image on screen, CSS pixels").tag(sync=True)
+    presets = traitlets.Dict(help='window/level presets in key order, {"name": [window, level]}').tag(sync=True)
+    zoom = traitlets.Float(1.0, help="magnification over the fitted size").tag(sync=True)
+    pan = traitlets.List(traitlets.Float(), [0.0, 0.0], minlen=2, maxlen=2,
+                         help="shift of the image centre, image pixels [x, y]").tag(sync=True)
     rois = traitlets.List(traitlets.Dict(), help='the shapes, [{"slice", "label", "kind", "points"}]').tag(sync=True)
     mask = traitlets.Bytes(help="painted mask, uint8 (slices, y, x): vocabulary index + 1, 0 = none").tag(
         sync=True, from_json=_bytes_from_json)
@@ -144,17 +152,22 @@ class Labeler(anywidget.AnyWidget):
     can_undo = traitlets.Bool(False, help="whether there is a change to take back").tag(sync=True)
     message = traitlets.Unicode("", help="what went wrong or what was saved, for the reader").tag(sync=True)
 
-    def __init__(self, data, vocabulary: Mapping[str, str] | Sequence[str], size: int = 512, **kwargs):
+    def __init__(self, data, vocabulary: Mapping[str, str] | Sequence[str], size: int = 512,
+                 presets: Mapping[str, Sequence[float]] | None = None, **kwargs):
         volume = np.abs(_as_volume(data, "the image"))
         if volume.ndim != 3:
             raise ValueError(f"the image has shape {volume.shape}: the labeler takes (y, x) or (slices, y, x)")
         vocabulary = _vocabulary(vocabulary)
         window, level = _percentile_window(volume, 0.5, 99.5)
+        all_presets = {"auto": [window, level], "full": _percentile_window(volume, 0, 100)}
+        all_presets.update({str(name): [float(w), float(lvl)] for name, (w, lvl) in (presets or {}).items()})
         self._history: list[tuple[list[dict], bytes]] = []
         self._restoring = False
+        #: (series ID, label set name) -> the stored version this drawing replaces (0: none stored yet).
+        self.versions: dict[tuple[str, str], int] = {}
         super().__init__(image=np.ascontiguousarray(volume, "<f4").tobytes(), shape=list(volume.shape),
                          vocabulary=vocabulary, label=vocabulary[0]["name"], window=window, level=level,
-                         size=size, mask=bytes(volume.size), **kwargs)
+                         size=size, presets=all_presets, mask=bytes(volume.size), **kwargs)
         self.observe(self._remember, names=["rois", "mask"])
         self.on_msg(self._on_message)
 
@@ -216,19 +229,30 @@ class Labeler(anywidget.AnyWidget):
     def save(self, client: Client, series_id: str, name: str = "default") -> bool:
         """Store the drawing as the caller's label set ``name`` of a series (replacing their earlier one).
 
-        The service keeps one set per reader and name; other readers' sets are untouched. When the service
-        refuses (an expired token, a missing scope …) ``message`` says why, the drawing stays as it is, and
-        False is returned.
+        The service keeps one set per reader and name; other readers' sets are untouched. The save names the
+        version this labeler loaded or last saved (``versions``): when the set was saved meanwhile elsewhere (a
+        second tab) the service refuses, ``message`` says so, and the next save replaces it deliberately. When
+        the service refuses (an expired token, a missing scope …) ``message`` says why, the drawing stays as it
+        is, and False is returned.
         """
         rois, names = self.label_set()
+        key = (series_id, name)
         try:
-            stored = client.save_labels(series_id, name, rois, names)
+            stored = client.save_labels(series_id, name, rois, names, version=self.versions.get(key))
         except ServiceError as error:
+            if error.status == 409 and isinstance(error.detail, dict):
+                theirs = error.detail.get("stored") or {"rois": [], "version": 0}
+                self.versions[key] = theirs["version"]
+                self.message = (f"Not saved: label set '{name}' of series {series_id} was saved meanwhile "
+                                f"elsewhere ({len(theirs['rois'])} ROI(s), version {theirs['version']}). Your "
+                                "drawing is kept here: save again to replace that set with it, or load to see it.")
+                return False
             self.message = f"Not saved: {_problem(error)}"
             return False
         except CloudMRIError as error:
             self.message = f"Not saved: {error}. Your drawing is kept here; try again."
             return False
+        self.versions[key] = stored["version"]
         self.message = f"Saved {len(self.rois)} ROI(s) and the painted mask as label set '{name}' of series " \
                        f"{series_id} (reader {stored['reader']})."
         return True
@@ -245,6 +269,7 @@ class Labeler(anywidget.AnyWidget):
             self.message = f"Not loaded: {_problem(error) if isinstance(error, ServiceError) else error}"
             return False
         if not found:
+            self.versions[(series_id, name)] = 0
             self.message = f"You have no label set '{name}' on series {series_id} yet."
             return False
         stored = found[0]["rois"]
@@ -265,6 +290,7 @@ class Labeler(anywidget.AnyWidget):
                 painted[roi["slice"], start:start + length] = self.names.index(roi["label"]) + 1
         with self.hold_sync():
             self.rois, self.mask, self.selected = shapes, painted.tobytes(), -1
+        self.versions[(series_id, name)] = found[0]["version"]
         self.message = f"Loaded label set '{name}' of series {series_id}: {len(shapes)} ROI(s)."
         return True
 

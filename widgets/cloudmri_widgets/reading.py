@@ -10,9 +10,9 @@ worklist, saving a changed draft first.
 
 A refusal never loses what was typed: an expired token, a study taken off the reader's worklist meanwhile, a
 report signed meanwhile in another tab and a draft saved meanwhile in another tab are each explained in the
-widget, with the form left as it was. The reports API has no version to check a save against, so the last
-check is made here: the draft's ``updated_at`` as the form last saw it is compared with the stored one just
-before saving (a window of one round trip remains; see ``docs/widgets.md``).
+widget, with the form left as it was. Every save and the sign-off name the report's ``version`` as the form last
+saw it; the service refuses (409) when the stored report has moved on, and the widget shows the stored text
+beside the reader's own. ROIs are saved the same way (see :meth:`Labeler.save`).
 
 Example:
     >>> from cloudmri_widgets import ReadingRoom  # doctest: +SKIP
@@ -341,13 +341,13 @@ class ReadingRoom(widgets.VBox):
             return False
         try:
             self._check_still_mine()
-            self._check_not_changed_meanwhile()
             text = {"findings": self.findings.value, "impression": self.impression.value,
                     "template": self.template.value}
             if self.report is None:
+                self._check_none_created_meanwhile()
                 self.report = self.client.create_report(self.assignment["dataset_id"], **text)
             else:
-                self.report = self.client.update_report(self.report["id"], **text)
+                self.report = self.client.update_report(self.report["id"], **text, version=self.report["version"])
         except CloudMRIError as error:
             self._refused("Draft not saved", error)
             return False
@@ -364,7 +364,7 @@ class ReadingRoom(widgets.VBox):
         if not self.save_draft():
             return False
         try:
-            self.report = self.client.sign_report(self.report["id"])
+            self.report = self.client.sign_report(self.report["id"], version=self.report["version"])
         except CloudMRIError as error:
             self._refused("Not signed", error)
             return False
@@ -407,16 +407,10 @@ class ReadingRoom(widgets.VBox):
             raise NotOnWorklist(f"study {self.assignment['dataset_id']} is no longer on your worklist (reassigned "
                                 "or removed meanwhile)")
 
-    def _check_not_changed_meanwhile(self) -> None:
-        """Refuse to overwrite a draft another tab saved since this form loaded it (or a report it created).
-
-        A report signed meanwhile is left to the service, which refuses the edit.
-        """
+    def _check_none_created_meanwhile(self) -> None:
+        """Before creating a report: refuse when another tab created the reader's report of this study already."""
         stored = self._own_report(self.assignment["dataset_id"])
-        if stored is None:
-            return
-        if self.report is None or stored["id"] != self.report["id"] or (
-                stored["status"] == "draft" and stored["updated_at"] != self.report["updated_at"]):
+        if stored is not None:
             self.report = stored
             what = "signed" if stored["status"] == "signed" else "saved"
             raise ChangedMeanwhile(f"your report of this study was {what} meanwhile in another tab or window")
@@ -430,7 +424,11 @@ class ReadingRoom(widgets.VBox):
             self.refresh()
             self.message.value = _note(f"{what}: {said}. Your text is kept in the form; the worklist is "
                                        "refreshed.", error=True)
-        elif isinstance(error, ChangedMeanwhile):
+        elif isinstance(error, ChangedMeanwhile) or (isinstance(error, ServiceError) and error.status == 409):
+            if isinstance(error, ServiceError):  # the service's answer holds the stored report
+                self.report = error.detail["stored"]
+                error = ChangedMeanwhile(f"your report of this study was changed meanwhile in another tab or "
+                                         f"window (now version {self.report['version']})")
             stored = self.report
             self.locked = stored["status"] == "signed"
             self.message.value = _note(

@@ -1,4 +1,10 @@
-"""The reading workflow: labels and quality scores per reader, structured reports, the worklist."""
+"""The reading workflow: labels and quality scores per reader, structured reports, the worklist.
+
+Reports and label sets are saved optimistically: each has a ``version`` (1 when created, one more with every save
+and at sign-off); a save or a sign-off that names the version it started from is refused with 409, and the
+stored row in the answer, when the row has moved on meanwhile (another tab, a second script), so nothing is
+overwritten silently. The check and the write are one ``UPDATE … WHERE version = …`` statement.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
-from sqlalchemy import select
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from cloudmri_kernel.catalog.models import Assignment, Dataset, Label, QualityScore, Report, utcnow
 from cloudmri_kernel.errors import UsageError
@@ -20,30 +27,60 @@ from cloudmri_kernel.service.schemas import (
     AssignmentUpdate,
     LabelIn,
     LabelOut,
+    ReassignIn,
     ReportIn,
     ReportOut,
+    ReportUpdate,
     ScoreIn,
     ScoreOut,
+    SignIn,
 )
 
 router = APIRouter(tags=["reading"])
 LabelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+CONFLICT = {409: {"description": "Saved meanwhile: the detail names the stored version and holds the stored row"}}
 
 
-@router.put("/series/{series_id}/labels/{name}", response_model=LabelOut, responses=ERRORS)
+def _conflict(what: str, started_from: int | None, stored, out) -> HTTPException:
+    """409 with what is stored now, so the caller can show it beside their own text and decide."""
+    return HTTPException(409, {"message": f"{what} was saved meanwhile (version {stored.version}, you started "
+                                          f"from {started_from}): reload it, compare, and save again",
+                               "version": stored.version, "stored": out.model_validate(stored).model_dump(mode="json")})
+
+
+@router.put("/series/{series_id}/labels/{name}", response_model=LabelOut, responses={**ERRORS, **CONFLICT})
 def save_labels(series_id: str, name: LabelName, body: LabelIn, request: Request, caller: Caller,
                 db: DB) -> Label:
-    """Create or replace the caller's own label set ``name`` on a series (other readers' sets are untouched)."""
+    """Create or replace the caller's own label set ``name`` on a series (other readers' sets are untouched).
+
+    With ``version`` the save replaces exactly that version (0: creates the set) or is refused with 409.
+    """
     require_scope(caller, "label")
     series = visible_series(db, request, caller, series_id)
     label = db.scalar(select(Label).where(Label.series_id == series.id, Label.reader == caller.user,
                                           Label.name == name))
     if label is None:
-        label = Label(series_id=series.id, reader=caller.user, name=name)
-        db.add(label)
-    label.vocabulary, label.rois = body.vocabulary, body.rois
-    label.updated_at = utcnow()
-    db.flush()
+        if body.version not in (None, 0):
+            raise HTTPException(409, {"message": f"label set '{name}' was deleted or never saved (you started from "
+                                                 f"version {body.version})", "version": 0, "stored": None})
+        label = Label(series_id=series.id, reader=caller.user, name=name, vocabulary=body.vocabulary,
+                      rois=body.rois)
+        try:
+            with db.begin_nested():
+                db.add(label)
+        except IntegrityError:  # the same reader created it at the same moment elsewhere
+            stored = db.scalar(select(Label).where(Label.series_id == series.id, Label.reader == caller.user,
+                                                   Label.name == name))
+            raise _conflict(f"label set '{name}'", body.version, stored, LabelOut) from None
+        return label
+    started_from = label.version if body.version is None else body.version
+    saved = db.execute(update(Label).where(Label.id == label.id, Label.version == started_from)
+                       .values(vocabulary=body.vocabulary, rois=body.rois, version=started_from + 1,
+                               updated_at=utcnow())
+                       .execution_options(synchronize_session=False))
+    db.refresh(label)
+    if saved.rowcount != 1:
+        raise _conflict(f"label set '{name}'", started_from, label, LabelOut)
     return label
 
 
@@ -106,13 +143,26 @@ def _own_draft(db, request, caller, report_id) -> Report:
     return report
 
 
-@router.put("/reports/{report_id}", response_model=ReportOut, responses=ERRORS)
-def update_report(report_id: str, body: ReportIn, request: Request, caller: Caller, db: DB) -> Report:
-    report = _own_draft(db, request, caller, report_id)
-    for key, value in body.model_dump().items():
-        setattr(report, key, value)
-    report.updated_at = utcnow()
+def _save_report(db, report: Report, started_from: int | None, **values) -> Report:
+    """One statement checks the version and writes (a draft only); 409 with the stored report otherwise."""
+    started_from = report.version if started_from is None else started_from
+    saved = db.execute(update(Report).where(Report.id == report.id, Report.status == "draft",
+                                            Report.version == started_from)
+                       .values(version=started_from + 1, updated_at=utcnow(), **values)
+                       .execution_options(synchronize_session=False))
+    db.refresh(report)
+    if saved.rowcount != 1:
+        if report.status == "signed":
+            raise UsageError(f"report {report.id} is signed and locked")
+        raise _conflict(f"report {report.id}", started_from, report, ReportOut)
     return report
+
+
+@router.put("/reports/{report_id}", response_model=ReportOut, responses={**ERRORS, **CONFLICT})
+def update_report(report_id: str, body: ReportUpdate, request: Request, caller: Caller, db: DB) -> Report:
+    """Edit the caller's draft; with ``version``, only that version (409 with the stored report otherwise)."""
+    report = _own_draft(db, request, caller, report_id)
+    return _save_report(db, report, body.version, **body.model_dump(exclude={"version"}))
 
 
 def report_sha256(report: Report) -> str:
@@ -123,13 +173,15 @@ def report_sha256(report: Report) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-@router.post("/reports/{report_id}/sign", response_model=ReportOut, responses=ERRORS)
-def sign_report(report_id: str, request: Request, caller: Caller, db: DB) -> Report:
-    """Sign off: the report is locked and the SHA-256 of its content recorded."""
+@router.post("/reports/{report_id}/sign", response_model=ReportOut, responses={**ERRORS, **CONFLICT})
+def sign_report(report_id: str, request: Request, caller: Caller, db: DB, body: SignIn | None = None) -> Report:
+    """Sign off: the report is locked and the SHA-256 of its content recorded. With ``version``, only the
+    version the signer read is signed (409 if it changed meanwhile)."""
     report = _own_draft(db, request, caller, report_id)
     if not report.impression.strip():
         raise UsageError("a report needs an impression before it can be signed")
-    report.status, report.signed_at = "signed", utcnow()
+    signed_at = utcnow()
+    report = _save_report(db, report, body.version if body else None, status="signed", signed_at=signed_at)
     report.sha256 = report_sha256(report)
     return report
 
@@ -168,4 +220,21 @@ def update_assignment(assignment_id: str, body: AssignmentUpdate, request: Reque
     if body.status == "sent_back" and not body.reason.strip():
         raise UsageError("sending a study back needs a reason")
     assignment.status, assignment.reason, assignment.updated_at = body.status, body.reason, utcnow()
+    return assignment
+
+
+@router.post("/assignments/{assignment_id}/reassign", response_model=AssignmentOut, responses=ERRORS)
+def reassign(assignment_id: str, body: ReassignIn, request: Request, caller: Caller, db: DB) -> Assignment:
+    """Give a study to another reader (an admin of the dataset's site): it is theirs, back to ``assigned``.
+
+    The previous reader's drafts and labels stay theirs; their next save through the worklist is refused with a
+    message that the study was reassigned.
+    """
+    assignment = fetch(db, Assignment, assignment_id, request)
+    require_site_admin(caller, db.get(Dataset, assignment.dataset_id))
+    if body.reader == assignment.reader:
+        raise UsageError(f"assignment {assignment_id} is already {body.reader}'s")
+    reason = body.reason.strip() or f"reassigned from {assignment.reader} by {caller.user}"
+    assignment.reader, assignment.status, assignment.reason = body.reader, "assigned", reason
+    assignment.assigned_by, assignment.updated_at = caller.user, utcnow()
     return assignment
