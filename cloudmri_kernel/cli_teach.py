@@ -1,9 +1,10 @@
 """``cloudmri teach``: run a tutorial for a whole class, collect students' submissions, list the tutorials.
 
-``teach run`` exits 0 when every student's notebook ran, 1 when some failed or timed out (the summary says who
-and where), and 2 when nothing could run (a bad roster, parameters file, tutorial or option). ``teach collect``
-exits 0 when every student's submission was collected, 1 when some were not (the summary says why), and 2 when
-nothing was read (a bad roster, path or token, or no hub at the URL).
+``teach run`` exits 0 when every student's notebook ran, 1 when some failed, timed out or (with ``--hub``) could
+not run in the student's server (the summary says who, where and why), and 2 when nothing could run (a bad
+roster, parameters file, tutorial, option or token). ``teach collect`` exits 0 when every student's submission
+was collected, 1 when some were not (the summary says why), and 2 when nothing was read (a bad roster, path or
+token, or no hub at the URL).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ teach_app = typer.Typer(help="Course tutorials: run one for a whole class, colle
                         no_args_is_help=True)
 app.add_typer(teach_app, name="teach")
 
-_STYLES = {"ok": "green", "failed": "red", "timeout": "yellow"}
+_STYLES = {"ok": "green", "failed": "red", "timeout": "yellow", "not running": "yellow"}
+
+
+def _hub_token(token_file: Path | None) -> str | None:
+    """An instructor's hub token: from ``--token-file`` (mode 0600), else JUPYTERHUB_API_TOKEN."""
+    from cloudmri_kernel.client import read_token_file
+
+    return read_token_file(token_file) if token_file is not None else os.environ.get("JUPYTERHUB_API_TOKEN")
 
 
 @teach_app.command("run")
@@ -38,12 +46,25 @@ def teach_run(
     parallel: Annotated[int, typer.Option(min=1, help="Students run at the same time.")] = 1,
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds one cell may run before the student's run "
                                            "stops as a timeout.")] = 600.0,
-    kernel: Annotated[str | None, typer.Option(help="Jupyter kernel (default: the notebook's own).")] = None,
+    kernel: Annotated[str | None, typer.Option(help="Jupyter kernel (default: the notebook's own; on the hub the "
+                                               "Cloud-MRI kernel where a server has it).")] = None,
+    hub_url: Annotated[str | None, typer.Option("--hub", "--hub-url", help="Run on this JupyterHub, in each "
+                                                "student's own server (the roster's students are hub users).")]
+    = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="With --hub: file (mode 0600) with an "
+                                                    "instructor's hub API token (default: JUPYTERHUB_API_TOKEN).")]
+    = None,
+    start_servers: Annotated[bool, typer.Option("--start-servers", help="With --hub: start the servers of students "
+                                                "that are not running (the token needs servers!group=students).")]
+    = False,
 ) -> None:
-    """Execute a tutorial once per student (papermill) and write the notebooks, summary.csv and summary.html."""
-    from cloudmri_kernel.teach.runner import run_class
+    """Execute a tutorial once per student, locally (papermill) or with --hub in each student's own server, and
+    write the notebooks, summary.csv and summary.html."""
+    from cloudmri_kernel.errors import UsageError
     from cloudmri_kernel.teach.tutorials import find_tutorial
 
+    if hub_url is None and (token_file is not None or start_servers):
+        raise UsageError("--token-file and --start-servers are for runs on the hub: add --hub URL")
     target = out_dir if out_dir is not None else Path("out") / "teach" / find_tutorial(tutorial).stem
     with _progress() as bar:
         task = bar.add_task(f"running {tutorial}", total=None)
@@ -51,13 +72,22 @@ def teach_run(
         def report(done: int, total: int, result) -> None:
             bar.update(task, completed=done, total=total, description=f"{result.student}: {result.status}")
 
-        run = run_class(tutorial, roster, params, out_dir=target, parallel=parallel, cell_timeout=timeout,
-                        kernel_name=kernel, progress=report)
+        if hub_url is None:
+            from cloudmri_kernel.teach.runner import run_class
+
+            run = run_class(tutorial, roster, params, out_dir=target, parallel=parallel, cell_timeout=timeout,
+                            kernel_name=kernel, progress=report)
+        else:
+            from cloudmri_kernel.teach.hub_runner import run_class_on_hub
+
+            run = run_class_on_hub(tutorial, roster, params, hub_url=hub_url, token=_hub_token(token_file),
+                                   out_dir=target, parallel=parallel, cell_timeout=timeout, kernel_name=kernel,
+                                   start_servers=start_servers, progress=report)
     table = Table(title=f"{run.tutorial.title} ({len(run.results)} students)", title_justify="left")
     for column in ("student", "status", "cell", "error", "seconds"):
         table.add_column(column, overflow="fold")
     for result in run.results:
-        table.add_row(result.student, f"[{_STYLES[result.status]}]{result.status}[/]",
+        table.add_row(result.student, f"[{_STYLES.get(result.status, 'red')}]{result.status}[/]",
                       "" if result.cell is None else str(result.cell), result.error or "", f"{result.seconds:.1f}")
     out.print(table)
     out.print(f"notebooks in {run.out_dir / 'notebooks'}; summary {run.summary_html} and {run.summary_csv}",
@@ -119,10 +149,9 @@ def teach_collect(
                                                 "not running (the token needs servers!group=students).")] = False,
 ) -> None:
     """Collect each student's submission through JupyterHub and write the notebooks, collected.csv and .html."""
-    from cloudmri_kernel.client import _read_token_file
     from cloudmri_kernel.teach.collect import collect_class
 
-    token = _read_token_file(token_file) if token_file is not None else os.environ.get("JUPYTERHUB_API_TOKEN")
+    token = _hub_token(token_file)
     with _progress() as bar:
         task = bar.add_task(f"collecting {tutorial}", total=None)
 

@@ -55,7 +55,8 @@ def save_token(token: str, path: Path | None = None) -> Path:
     return path
 
 
-def _read_token_file(path: Path) -> str:
+def read_token_file(path: Path) -> str:
+    """A token from a file that only its owner may read (mode 0600); refused with the reason otherwise."""
     if not path.exists():
         raise UsageError("the token file does not exist", path)
     if path.stat().st_mode & 0o077:
@@ -69,10 +70,10 @@ def default_token() -> str | None:
     if config.service_token:
         return config.service_token
     if config.service_token_file is not None:
-        return _read_token_file(config.service_token_file.expanduser())
+        return read_token_file(config.service_token_file.expanduser())
     if os.environ.get("JUPYTERHUB_API_TOKEN"):
         return os.environ["JUPYTERHUB_API_TOKEN"]
-    return _read_token_file(default_token_file()) if default_token_file().exists() else None
+    return read_token_file(default_token_file()) if default_token_file().exists() else None
 
 
 class Client:

@@ -1,7 +1,8 @@
 """Teaching with the workbench: course notebooks (``notebooks/tutorials``) run for a whole class.
 
 In a tutorial, exercises call :func:`record` to keep their results; an instructor runs the tutorial once per
-student with :func:`run_class` (``cloudmri teach run``) and reads the summary. See ``docs/teaching.md``.
+student with :func:`run_class` (``cloudmri teach run``), or in each student's own server on the hub with
+:func:`run_class_on_hub` (``cloudmri teach run --hub``), and reads the summary. See ``docs/teaching.md``.
 
 Names are loaded on first use, so that ``from cloudmri_kernel.teach import record`` in a notebook stays cheap
 (no papermill, no multiprocessing).
@@ -18,7 +19,7 @@ _MODULES = {
     "Collection": "collect", "Submission": "collect", "collect_class": "collect",
     "RECORD_MIMETYPE": "records", "read_records": "records", "record": "records",
     "RosterError": "roster", "Student": "roster", "read_roster": "roster",
-    "ClassRun": "runner", "StudentResult": "runner", "run_class": "runner",
+    "ClassRun": "runner", "StudentResult": "runner", "run_class": "runner", "run_class_on_hub": "hub_runner",
     "TUTORIALS_DIR": "tutorials", "Parameter": "tutorials", "Tutorial": "tutorials", "find_data": "tutorials",
     "find_tutorial": "tutorials", "list_tutorials": "tutorials", "load_tutorial": "tutorials",
 }

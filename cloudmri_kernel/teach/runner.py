@@ -46,22 +46,25 @@ class StudentResult:
 
     Attributes:
         student: the name on the roster.
-        status: ``ok``, ``failed`` (a cell raised, or the kernel died) or ``timeout`` (a cell ran too long).
+        status: ``ok``, ``failed`` (a cell raised, or the kernel died) or ``timeout`` (a cell ran too long); on
+            the hub (:mod:`~cloudmri_kernel.teach.hub_runner`) also ``not running``, ``refused``, ``unknown
+            student`` or ``unreachable``, when the student's server could not be used.
         parameters: the parameters it ran with (besides the tutorial's defaults).
-        notebook: the executed notebook.
+        notebook: the executed notebook; None when nothing ran.
         seconds: wall time of the run.
         cell: index of the failing cell in the tutorial (0-based, as nbformat counts; papermill's injected
             parameters cell is not counted); None when ok or when no cell was reached.
         source: the line of the failing cell that raised, or that was running when the time limit stopped it
             (the cell's first line when no traceback tells).
-        error: one line: the exception and its message, or what timed out.
+        error: one line: the exception and its message, what timed out, or why the student's server could not be
+            used.
         records: the values the exercises recorded (:func:`~cloudmri_kernel.teach.records.record`).
     """
 
     student: str
     status: str
     parameters: dict[str, object]
-    notebook: Path
+    notebook: Path | None
     seconds: float
     cell: int | None = None
     source: str | None = None
@@ -134,7 +137,7 @@ def _output_to(path: Path) -> Iterator[None]:
                 os.close(descriptor)
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 
@@ -142,7 +145,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 
 
-def _failing_line(cell: nbformat.NotebookNode) -> str:
+def failing_line(cell: nbformat.NotebookNode) -> str:
     """The line of the cell that raised, from IPython's traceback ("Cell In[3], line 23"); else its first line.
 
     A cell stopped by the time limit has a traceback too: the kernel is interrupted at the running line.
@@ -153,10 +156,10 @@ def _failing_line(cell: nbformat.NotebookNode) -> str:
             found = _CELL_LINE.search(_ANSI.sub("", "\n".join(output.get("traceback", []))))
             if found and 0 < int(found.group(1)) <= len(lines):
                 return lines[int(found.group(1)) - 1].strip()
-    return _first_line(cell.source)
+    return first_line(cell.source)
 
 
-def _tutorial_cells(notebook: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
+def tutorial_cells(notebook: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode]]:
     """(index in the tutorial, cell) of an executed notebook's own cells, without those papermill added."""
     own = [cell for cell in notebook.cells if not set(cell.metadata.get("tags", [])) & set(_ADDED_TAGS)]
     return list(enumerate(own))
@@ -164,7 +167,7 @@ def _tutorial_cells(notebook: nbformat.NotebookNode) -> list[tuple[int, nbformat
 
 def _failing_cell(notebook: nbformat.NotebookNode, status: str) -> tuple[int, nbformat.NotebookNode] | None:
     """The cell where an executed notebook stopped: the one with an error (failed), or the last one started."""
-    cells = _tutorial_cells(notebook)
+    cells = tutorial_cells(notebook)
     if status == "timeout":
         started = [(i, c) for i, c in cells if c.metadata.get("papermill", {}).get("start_time")]
         return started[-1] if started else None
@@ -212,11 +215,11 @@ def _run_student(job: _Job) -> StudentResult:
                                        execution_timeout=job.cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
                                        log_output=True, config=config)
         except PapermillExecutionError as exc:
-            status, error = "failed", f"{exc.ename}: {_first_line(exc.evalue)}".rstrip(": ")
+            status, error = "failed", f"{exc.ename}: {first_line(exc.evalue)}".rstrip(": ")
         except CellTimeoutError:
             status, error = "timeout", f"the cell ran longer than the limit of {job.cell_timeout:g} s"
         except Exception as exc:  # a kernel that died or never started fails this student, not the class
-            status, error = "failed", f"{type(exc).__name__}: {_first_line(exc)}".rstrip(": ")
+            status, error = "failed", f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
     seconds = time.monotonic() - start
     result = StudentResult(job.student.name, status, dict(job.student.parameters), job.notebook, seconds,
                            error=error)
@@ -226,7 +229,7 @@ def _run_student(job: _Job) -> StudentResult:
         if status != "ok":
             found = _failing_cell(executed, status)
             if found is not None:
-                result.cell, result.source = found[0], _failing_line(found[1])
+                result.cell, result.source = found[0], failing_line(found[1])
     return result
 
 

@@ -1,7 +1,8 @@
 """The summary of a class run: ``summary.csv`` for spreadsheets and scripts, ``summary.html`` for people.
 
-One row per student: the status (``ok``, ``failed``, ``timeout``), where a failed notebook stopped (the cell's
-index in the tutorial and its error line), how long it ran, the notebook, then one column per parameter given
+One row per student: the status (``ok``, ``failed``, ``timeout``; on the hub also ``not running``, ``refused``,
+``unknown student``, ``unreachable``), where a failed notebook stopped (the cell's index in the tutorial and its
+error line) or why it did not run, how long it ran, the notebook, then one column per parameter given
 (``param:NAME``) and per recorded value (``record:NAME``).
 """
 
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
     from cloudmri_kernel.teach.tutorials import Tutorial
 
 FIXED_COLUMNS = ("student", "status", "cell", "error", "seconds", "notebook")
+#: Statuses in the order the counts list them; those of a local run first.
+STATUSES = ("ok", "failed", "timeout", "not running", "refused", "unknown student", "unreachable")
 
 
-def _records(results: Sequence[StudentResult]) -> list[str]:
+def record_names(results: Sequence[StudentResult]) -> list[str]:
     """Recorded names in the order first recorded."""
     names: dict[str, None] = {}
     for result in results:
@@ -38,7 +41,7 @@ def _parameters(tutorial: Tutorial, results: Sequence[StudentResult]) -> list[st
     return [name for name in tutorial.parameters if name in given]
 
 
-def _csv_value(value) -> str:
+def csv_value(value) -> str:
     if value is None:
         return ""
     if isinstance(value, list | dict):
@@ -46,7 +49,7 @@ def _csv_value(value) -> str:
     return str(value)
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
     """A value for people: floats to 4 significant digits."""
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
@@ -57,21 +60,22 @@ def _shown(value) -> str:
 
 def rows(tutorial: Tutorial, results: Sequence[StudentResult], out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The summary table: column names and one row (column: text) per student."""
-    parameters, records = _parameters(tutorial, results), _records(results)
+    parameters, records = _parameters(tutorial, results), record_names(results)
     columns = [*FIXED_COLUMNS, *(f"param:{name}" for name in parameters), *(f"record:{name}" for name in records)]
     table = []
     for result in results:
-        notebook = Path(os.path.relpath(result.notebook, out_dir.resolve())).as_posix()
+        notebook = ("" if result.notebook is None else
+                    Path(os.path.relpath(result.notebook, out_dir.resolve())).as_posix())
         row = {"student": result.student, "status": result.status,
                "cell": "" if result.cell is None else str(result.cell), "error": result.error or "",
                "seconds": f"{result.seconds:.1f}", "notebook": notebook}
-        row.update({f"param:{name}": _csv_value(result.parameters.get(name)) for name in parameters})
-        row.update({f"record:{name}": _csv_value(result.records.get(name)) for name in records})
+        row.update({f"param:{name}": csv_value(result.parameters.get(name)) for name in parameters})
+        row.update({f"record:{name}": csv_value(result.records.get(name)) for name in records})
         table.append(row)
     return columns, table
 
 
-_CSS = """
+REPORT_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem; color: #1d2630; }
 h1 { font-size: 1.4rem; margin-bottom: .2rem; }
 p.meta { color: #5a6572; margin-top: 0; }
@@ -85,15 +89,20 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 code { font-size: .85rem; background: #f3f6f9; padding: .05rem .25rem; border-radius: 3px; }
 .status { border-radius: 999px; padding: .1rem .6rem; font-weight: 600; font-size: .8rem; color: #fff; }
 .ok { background: #2e7d32; } .failed { background: #c62828; } .timeout { background: #ef6c00; }
+.not-running { background: #6d4c41; } .refused, .unknown-student, .unreachable { background: #c62828; }
 tr.bad td { background: #fff6f5; }
 .error { color: #b71c1c; }
 """
 
 
 def _html(tutorial: Tutorial, results: Sequence[StudentResult], out_dir: Path) -> str:
-    parameters, records = _parameters(tutorial, results), _records(results)
+    parameters, records = _parameters(tutorial, results), record_names(results)
     _, table = rows(tutorial, results, out_dir)
-    counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "timeout")}
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
+    shown = {"timeout": "timed out"}
+    # A local run always shows its three counts; the hub's other statuses only when some student has them.
+    listed = "".join(f"<span>{count} {shown.get(status, status)}</span>" for status, count in counts.items()
+                     if count or status in ("ok", "failed", "timeout"))
     escape = html.escape
     head = ["<th rowspan=2>Student</th><th rowspan=2>Status</th><th rowspan=2>Where it stopped</th>"
             "<th rowspan=2>Time (s)</th>"]
@@ -110,19 +119,19 @@ def _html(tutorial: Tutorial, results: Sequence[StudentResult], out_dir: Path) -
             cell = "" if result.cell is None else f"cell {result.cell}"
             code = f": <code>{escape(result.source)}</code>" if result.source else ""
             where = f'{cell}{code}<div class="error">{escape(result.error or "")}</div>'
-        values = "".join(f"<td>{escape(_shown(result.parameters.get(name)))}</td>" for name in parameters)
-        values += "".join(f'<td class="num">{escape(_shown(result.records.get(name)))}</td>' for name in records)
-        body.append(f'<tr class="{"bad" if result.status != "ok" else ""}">'
-                    f'<td><a href="{escape(row["notebook"])}">{escape(result.student)}</a></td>'
-                    f'<td><span class="status {result.status}">{result.status}</span></td>'
+        values = "".join(f"<td>{escape(shown_value(result.parameters.get(name)))}</td>" for name in parameters)
+        values += "".join(f'<td class="num">{escape(shown_value(result.records.get(name)))}</td>' for name in records)
+        name = escape(result.student)
+        link = f'<a href="{escape(row["notebook"])}">{name}</a>' if row["notebook"] else name
+        body.append(f'<tr class="{"bad" if result.status != "ok" else ""}"><td>{link}</td>'
+                    f'<td><span class="status {result.status.replace(" ", "-")}">{escape(result.status)}</span></td>'
                     f'<td class="where">{where}</td><td class="num">{result.seconds:.1f}</td>{values}</tr>')
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{escape(tutorial.title)}: class run"
-            f"</title><style>{_CSS}</style></head><body>\n"
+            f"</title><style>{REPORT_CSS}</style></head><body>\n"
             f"<h1>{escape(tutorial.title)}</h1>\n"
             f"<p class=meta>{escape(tutorial.path.name)} &middot; {len(results)} students &middot; {when}</p>\n"
-            f'<p class=counts><span>{counts["ok"]} ok</span><span>{counts["failed"]} failed</span>'
-            f'<span>{counts["timeout"]} timed out</span></p>\n'
+            f"<p class=counts>{listed}</p>\n"
             f"<table><thead><tr>{''.join(head)}</tr><tr>{sub}</tr></thead>\n<tbody>\n"
             + "\n".join(body) + "\n</tbody></table>\n"
             "<p class=meta>Cells are counted from 0 in the tutorial as distributed; click a name to open the "

@@ -84,6 +84,18 @@ def test_bad_input_exits_2_without_a_traceback(tmp_path):
     assert invoke("run", tutorial).exit_code == 2  # --class is required
     assert invoke("run", tutorial, "--class", tmp_path / "bad.csv", "--parallel", 0).exit_code == 2
 
+    # Hub-only options without --hub, and a hub token file others may read: refused before anything runs.
+    (tmp_path / "good.csv").write_text("student,repeat\nana,1\n")
+    for option in (["--start-servers"], ["--token-file", tmp_path / "token"]):
+        result = invoke("run", tutorial, "--class", tmp_path / "good.csv", *option)
+        assert result.exit_code == 2 and "are for runs on the hub: add --hub URL" in result.stderr
+    (tmp_path / "token").write_text("secret")
+    (tmp_path / "token").chmod(0o644)
+    result = invoke("run", tutorial, "--class", tmp_path / "good.csv", "--hub", "http://127.0.0.1:9",
+                    "--token-file", tmp_path / "token", "--out", tmp_path / "hub")
+    assert result.exit_code == 2 and "the token file is readable by others: chmod 600 it" in result.stderr
+    assert not (tmp_path / "hub").exists()
+
 
 def test_the_command_as_a_process(tmp_path):
     """As a user runs it; `python -m cloudmri_kernel teach` once cli.py imports cli_teach."""
