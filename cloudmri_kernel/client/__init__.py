@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -204,8 +205,16 @@ class Client:
         return self._json("POST", f"/uploads/{upload_id}/complete", expect=(201,))
 
     def datasets(self, **filters) -> list[dict]:
-        """Search: site, subject, acquired_from, acquired_to, sequence, field_strength_t, text, limit, offset."""
-        return self._json("GET", "/datasets", params=self._params(filters))
+        """Search: site, subject, acquired_from, acquired_to, sequence, field_strength_t, text, limit, offset.
+
+        Each row's ``access`` says why the caller sees it (``site``, ``grant`` or ``chain grant``). When the
+        service's ledger node does not answer, datasets granted only on chain are left out, with a warning.
+        """
+        reply = self._request("GET", "/datasets", params=self._params(filters))
+        if reply.headers.get("X-CloudMRI-Chain-Grants") == "unavailable":
+            warnings.warn("the service's ledger node does not answer: datasets granted only on chain are not "
+                          "listed", stacklevel=2)
+        return reply.json()
 
     def dataset(self, dataset_id: str) -> dict:
         return self._json("GET", f"/datasets/{dataset_id}")

@@ -134,6 +134,28 @@ class GrantInfo:
     active: bool
 
 
+@dataclass(frozen=True)
+class GrantEvent:
+    """One change of the ``AccessGrants`` contract's grant table: issued (with its expiry) or revoked."""
+
+    dataset: str
+    grantee: str
+    scope: str
+    expiry: int | None
+    revoked: bool
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block by number, hash and time (Unix seconds, the ``block.timestamp`` contracts see)."""
+
+    number: int
+    hash: str
+    timestamp: int
+
+
 @dataclass
 class ChainReport:
     """What :meth:`Ledger.check_chain` found; ``replaced`` means the contracts are gone, so everything must be
@@ -622,6 +644,28 @@ class Ledger:
                                    expiry > now and not revoked))
         return found
 
+    def grant_events(self, from_block: int, to_block: int, span: int = 10_000) -> list[GrantEvent]:
+        """Every ``GrantIssued`` and ``GrantRevoked`` event in blocks ``from_block`` to ``to_block`` (both
+        included), in chain order, read ``span`` blocks per request (nodes cap the range of one ``eth_getLogs``).
+        Replaying them in order rebuilds the contract's grant table: an issue sets the expiry and clears a
+        revocation, a revocation sets it."""
+        contract = self._contract("grants")
+        events = []
+        for start in range(max(from_block, 0), to_block + 1, span):
+            window = dict(from_block=start, to_block=min(start + span - 1, to_block))
+            issued = self._rpc(lambda w=window: contract.events.GrantIssued().get_logs(**w))
+            revoked = self._rpc(lambda w=window: contract.events.GrantRevoked().get_logs(**w))
+            events += [GrantEvent(log.args.dataset.hex(), log.args.grantee, _scope_text(log.args.scope),
+                                  log.args.expiry, False, log.blockNumber, log.logIndex) for log in issued]
+            events += [GrantEvent(log.args.dataset.hex(), log.args.grantee, _scope_text(log.args.scope), None, True,
+                                  log.blockNumber, log.logIndex) for log in revoked]
+        return sorted(events, key=lambda e: (e.block_number, e.log_index))
+
+    def block(self, number: int | str = "latest") -> BlockRef:
+        """A block's number, hash and time (``latest``: the head of the chain)."""
+        block = self._rpc(self.w3.eth.get_block, number)
+        return BlockRef(block.number, block.hash.to_0x_hex(), block.timestamp)
+
     # -- chain consistency -------------------------------------------------------------------------------------
 
     def check_chain(self) -> ChainReport:
@@ -674,11 +718,16 @@ def _address(value: str) -> str:
     return Web3.to_checksum_address(value)
 
 
+def _scope_text(scope: bytes) -> str:
+    """A scope as the contract stores it (zero-padded bytes32) back to text; bytes that are no text stay visible."""
+    return scope.rstrip(b"\0").decode("ascii", errors="backslashreplace")
+
+
 def _reason(exc: ContractLogicError) -> str:
     message = str(exc.message or exc)
     return message.removeprefix("execution reverted: ").removeprefix("execution reverted") or "no reason given"
 
 
-__all__ = ["Anchored", "ChainMismatch", "ChainReport", "GrantInfo", "Ledger", "LedgerError", "NodeUnavailable",
-           "TransactionRejected", "Verification", "VerificationFailed", "normalize_hash",
+__all__ = ["Anchored", "BlockRef", "ChainMismatch", "ChainReport", "GrantEvent", "GrantInfo", "Ledger", "LedgerError",
+           "NodeUnavailable", "TransactionRejected", "Verification", "VerificationFailed", "normalize_hash",
            "record_leaf", "scope_bytes"]

@@ -12,6 +12,9 @@ access may rest on grants recorded on chain.
 - :class:`ChainGrants` answers "does the chain grant this site this scope on this dataset?" from the
   ``AccessGrants`` contract, trusting an answer for ``CLOUDMRI_LEDGER_GRANT_CACHE_S`` seconds; a revocation the
   service itself sends replaces the cached answer at once.
+- For dataset listings it also answers "which datasets does the chain grant this site?" from a :class:`GrantTable`,
+  a replica of the contract's grant table kept by reading the grant events of the blocks mined since the last read
+  (at most every ``CLOUDMRI_LEDGER_GRANT_CACHE_S`` seconds), never by scanning the whole chain per request.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from cloudmri_kernel.catalog.models import Dataset, Series
-from cloudmri_kernel.ledger.client import Anchored, Ledger, LedgerError
+from cloudmri_kernel.ledger.client import Anchored, BlockRef, GrantEvent, Ledger, LedgerError
 from cloudmri_kernel.ledger.config import LedgerSettings, ledger_settings
 from cloudmri_kernel.ledger.node import rpc_ready
 
@@ -49,6 +52,77 @@ class LedgerStatus:
                 "last_error": self.last_error}
 
 
+class GrantTable:
+    """A replica of the ``AccessGrants`` contract's grant table, kept up to date from its events.
+
+    The contract's table is the fold of its events in chain order (``GrantIssued`` sets the expiry and clears a
+    revocation, ``GrantRevoked`` sets it), so replaying the events of the blocks mined since the last read keeps the
+    replica exact, at one ``eth_getLogs`` per event kind (and per 10,000 blocks) per read. The head block is read
+    with them: its time is the clock ``is_granted`` compares expiries with, so an expiry takes effect here when it
+    does on chain. A chain that went back (a lower head, or another hash at the last block read: replaced or
+    reorganized) is read again from the deployment block.
+
+    Args:
+        ledger: the service's ledger.
+        ttl_s: how long a read is trusted before the next request reads the new blocks.
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, ledger: Ledger, ttl_s: float, clock: Callable[[], float] = time.monotonic):
+        self.ledger, self.ttl_s, self.clock = ledger, ttl_s, clock
+        # held while reading from the node, so that a change the service makes itself (record) lands after a read
+        # in flight and is not overwritten by its older events
+        self._lock = threading.Lock()
+        self._grants: dict[str, dict[tuple[str, str], tuple[int, bool]]] = {}  # grantee: (dataset, scope): state
+        self._head: BlockRef | None = None
+        self._read_at: float | None = None
+
+    def active(self, grantees: list[str], scopes: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+        """Dataset SHA-256 → the (grantee, scope) pairs among ``grantees`` and ``scopes`` in force now.
+
+        Raises:
+            NodeUnavailable: the replica is older than ``ttl_s`` and the node does not answer.
+        """
+        found: dict[str, list[tuple[str, str]]] = {}
+        with self._lock:
+            self._catch_up()
+            now = self._head.timestamp
+            for grantee in grantees:
+                for (dataset, scope), (expiry, revoked) in self._grants.get(grantee.lower(), {}).items():
+                    if scope in scopes and not revoked and expiry > now:
+                        found.setdefault(dataset, []).append((grantee, scope))
+        return found
+
+    def record(self, dataset_sha256: str, grantee: str, scope: str, expiry: int | None) -> None:
+        """A grant (``expiry`` in Unix seconds) or, with ``expiry`` None, a revocation the service itself just
+        made on chain: in force here at once, before its event is read."""
+        with self._lock:
+            self._apply(GrantEvent(dataset_sha256, grantee, scope, expiry, expiry is None, 0, 0))
+
+    def _catch_up(self) -> None:
+        if self._read_at is not None and self.clock() - self._read_at < self.ttl_s:
+            return
+        head = self.ledger.block("latest")
+        last = self._head
+        if last is not None and (head.number < last.number or self.ledger.block(last.number).hash != last.hash):
+            log.warning("the chain at %s no longer holds block %d (%s) that grants were read up to: reading every "
+                        "grant again", self.ledger.rpc_url, last.number, last.hash)
+            self._grants.clear()
+            last = None
+        start = last.number + 1 if last is not None else (self.ledger.deployment or {}).get("deploy_block", 0)
+        for event in self.ledger.grant_events(start, head.number):
+            self._apply(event)
+        self._head, self._read_at = head, self.clock()
+
+    def _apply(self, event: GrantEvent) -> None:
+        table = self._grants.setdefault(event.grantee.lower(), {})
+        key = (event.dataset, event.scope)
+        if event.revoked:
+            table[key] = (table.get(key, (0, True))[0], True)
+        else:
+            table[key] = (event.expiry, False)
+
+
 class ChainGrants:
     """On-chain grant lookups of the service, cached for ``ttl_s`` seconds.
 
@@ -62,6 +136,7 @@ class ChainGrants:
         self.ledger, self.ttl_s, self.clock = ledger, ttl_s, clock
         self._lock = threading.Lock()
         self._answers: dict[tuple, tuple[float, object]] = {}
+        self.table = GrantTable(ledger, ttl_s, clock)
 
     def _cached(self, key: tuple, ask: Callable[[], object]):
         with self._lock:
@@ -90,16 +165,27 @@ class ChainGrants:
                     found.append((account, scope))
         return found
 
+    def granted_datasets(self, site: str, scopes: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+        """Dataset SHA-256 → (account, scope) of every grant in force on chain to an account of ``site`` for one
+        of ``scopes`` (from the :class:`GrantTable`, read at most every ``ttl_s`` seconds).
+
+        Raises:
+            NodeUnavailable: the node does not answer (the caller then lists no dataset on the chain's word).
+        """
+        return self.table.active(self.site_accounts(site), scopes)
+
     def grant(self, dataset_sha256: str, account: str, scope: str, expiry: datetime) -> str:
         tx_hash = self.ledger.grant(dataset_sha256, account, scope, expiry)
         self._forget(dataset_sha256, account, scope)
+        self.table.record(dataset_sha256, account, scope, int(expiry.timestamp()))
         return tx_hash
 
     def revoke(self, dataset_sha256: str, account: str, scope: str) -> str:
-        """Revoke on chain; the service's own checks refuse at once, whatever they had cached."""
+        """Revoke on chain; the service's own checks and listings refuse at once, whatever they had cached."""
         tx_hash = self.ledger.revoke(dataset_sha256, account, scope)
         with self._lock:
             self._answers[("grant", dataset_sha256, account, scope)] = (self.clock(), False)
+        self.table.record(dataset_sha256, account, scope, None)
         return tx_hash
 
     def _forget(self, dataset_sha256: str, account: str, scope: str) -> None:

@@ -11,17 +11,24 @@ Rules (the trust model of the architecture document):
   like a catalog grant to that site (cached for ``CLOUDMRI_LEDGER_GRANT_CACHE_S``; the node down, access the chain
   would decide is refused). Every decision on another site's data is audited (``grant-decision``: allow or deny,
   and whether the catalog or the chain decided).
+- Dataset listings show what these rules let the caller see: their site's data, data granted in the catalog, and
+  (:func:`chain_listing`) data granted on chain, each listed row that only the chain makes visible audited like an
+  access check; the node down, listings go on without the chain's rows and say so.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from web3.exceptions import Web3Exception
 
 from cloudmri_kernel.catalog.models import Dataset, Grant, utcnow
+from cloudmri_kernel.errors import CloudMRIError
 from cloudmri_kernel.ledger.client import NodeUnavailable
 from cloudmri_kernel.service.identity import Identity
 
@@ -88,14 +95,14 @@ def check_dataset(session: Session, identity: Identity, dataset: Dataset, need: 
     service = session.info.get("service")
     grants = active_grants(session, identity, [dataset.id])
     if _grants_allow(grants, identity, need):
-        _audit_decision(service, identity, dataset, need, True, "catalog", "an active grant in the catalog")
+        _audit(service, identity, dataset.id, dataset.site, need, True, "catalog", "an active grant in the catalog")
         return "grant"
     ledger = getattr(service, "ledger", None)
     chain_note = ""
     if ledger is not None and not own and identity.site is not None:
         allowed, chain_note = _chain_allows(ledger, identity, dataset, need)
         if allowed:
-            _audit_decision(service, identity, dataset, need, True, "chain", chain_note)
+            _audit(service, identity, dataset.id, dataset.site, need, True, "chain", chain_note)
             return "chain grant"
     if need == "read-raw" and own:
         reason = (f"{identity.user} may not read raw k-space (needs custom:cloudmri:read-raw or a read-raw grant)")
@@ -105,8 +112,8 @@ def check_dataset(session: Session, identity: Identity, dataset: Dataset, need: 
         reason = f"dataset {dataset.id} belongs to site {dataset.site}; {identity.user} has no grant for '{need}' on it"
     if chain_note:
         reason += f" ({chain_note})"
-    _audit_decision(service, identity, dataset, need, False, "chain" if ledger is not None and not own else "catalog",
-                    reason)
+    _audit(service, identity, dataset.id, dataset.site, need, False,
+           "chain" if ledger is not None and not own else "catalog", reason)
     raise Forbidden(reason, dataset.id)
 
 
@@ -114,14 +121,22 @@ _CHAIN_SCOPES = {"see": ("read-images", "read-raw"), "read-images": ("read-image
                  "read-raw": ("read-raw",)}
 
 
-def _chain_allows(ledger, identity: Identity, dataset: Dataset, need: str) -> tuple[bool, str]:
-    """Whether an on-chain grant to one of the caller's site's accounts covers ``need``, and why (for the audit).
-    As with catalog grants to a site, the caller must hold the matching scope themselves."""
+def _chain_scope_missing(identity: Identity, need: str) -> str:
+    """Why the caller's own scopes rule out an on-chain site grant for ``need`` ('' when they do not): as with
+    catalog grants to a site, the caller must hold the matching scope themselves."""
     if need == "see":
         if not any(identity.has(s) for s in ("read-images", "read-raw", "upload", "report")):
-            return False, "the caller holds no scope to see data"
+            return "the caller holds no scope to see data"
     elif not identity.has(need):
-        return False, f"the caller lacks custom:cloudmri:{need}, which a site grant does not give"
+        return f"the caller lacks custom:cloudmri:{need}, which a site grant does not give"
+    return ""
+
+
+def _chain_allows(ledger, identity: Identity, dataset: Dataset, need: str) -> tuple[bool, str]:
+    """Whether an on-chain grant to one of the caller's site's accounts covers ``need``, and why (for the audit)."""
+    missing = _chain_scope_missing(identity, need)
+    if missing:
+        return False, missing
     try:
         found = ledger.grants.granted_scopes(dataset.sha256, identity.site, _CHAIN_SCOPES[need])
     except NodeUnavailable:
@@ -133,17 +148,67 @@ def _chain_allows(ledger, identity: Identity, dataset: Dataset, need: str) -> tu
     return False, f"no on-chain grant for site {identity.site}"
 
 
-def _audit_decision(service, identity: Identity, dataset: Dataset, need: str, allowed: bool, source: str,
-                    reason: str) -> None:
+@dataclass(frozen=True)
+class ChainListing:
+    """What the chain adds to the caller's dataset listing.
+
+    Attributes:
+        state: ``ok`` (the chain's grants, possibly none, are known), ``unavailable`` (the node does not answer:
+            nothing is listed on the chain's word) or ``off`` (no ledger, or a caller without a site).
+        reasons: dataset SHA-256 → the on-chain grant that makes it visible (for the audit).
+        problem: why the chain could not be asked (``unavailable``).
+    """
+
+    state: Literal["ok", "unavailable", "off"]
+    reasons: dict[str, str] = field(default_factory=dict)
+    problem: str = ""
+
+
+def chain_listing(session: Session, identity: Identity) -> ChainListing:
+    """The datasets that on-chain grants to the caller's site's accounts let the caller see (``see``), read from the
+    service's replica of the grant table (:meth:`~cloudmri_kernel.service.ledger.ChainGrants.granted_datasets`:
+    the same cache period, immediate effect of the service's own revocations, expiry by the chain's clock). The node
+    down (or the contracts not readable), the listing fails closed on the chain's part, with an audited
+    ``grant-decision`` deny without a dataset, and still answers."""
+    service = session.info.get("service")
+    ledger = getattr(service, "ledger", None)
+    if ledger is None or identity.site is None:
+        return ChainListing("off")
+    if _chain_scope_missing(identity, "see"):
+        return ChainListing("ok")
+    try:
+        granted = ledger.grants.granted_datasets(identity.site, _CHAIN_SCOPES["see"])
+    except (CloudMRIError, Web3Exception) as exc:
+        problem = ("the ledger node does not answer" if isinstance(exc, NodeUnavailable)
+                   else f"on-chain grants could not be read ({exc})")
+        log.warning("%s: datasets granted on chain to site %s are not listed", problem, identity.site)
+        _audit(service, identity, None, None, "see", False, "chain",
+               f"{problem}, so datasets granted on chain are not listed (site and catalog grants are)")
+        return ChainListing("unavailable", problem=problem)
+    return ChainListing("ok", {sha: f"on-chain grant of {pairs[0][1]} to {pairs[0][0]} of site {identity.site}"
+                               for sha, pairs in granted.items()})
+
+
+def audit_chain_listed(session: Session, identity: Identity, datasets: list[Dataset], listing: ChainListing) -> None:
+    """Audit each listed dataset that only an on-chain grant made visible, as :func:`check_dataset` audits an
+    access (``grant-decision``, allow, source chain, need ``see``)."""
+    service = session.info.get("service")
+    for dataset in datasets:
+        _audit(service, identity, dataset.id, dataset.site, "see", True, "chain",
+               f"listed: {listing.reasons[dataset.sha256]}")
+
+
+def _audit(service, identity: Identity, dataset_id: str | None, dataset_site: str | None, need: str, allowed: bool,
+           source: str, reason: str) -> None:
     if service is None:
         return
     try:
         service.audit.record("grant-decision", "iam", "success" if allowed else "failure", identity.user,
-                             site=identity.site, dataset_id=dataset.id, reason=reason,
+                             site=identity.site, dataset_id=dataset_id, reason=reason,
                              details={"need": need, "decision": "allow" if allowed else "deny", "source": source,
-                                      "dataset_site": dataset.site})
+                                      "dataset_site": dataset_site})
     except Exception:
-        log.exception("could not audit the access decision on %s", dataset.id)
+        log.exception("could not audit the access decision on %s", dataset_id or "a dataset listing")
 
 
 def require_site_admin(identity: Identity, dataset: Dataset) -> None:

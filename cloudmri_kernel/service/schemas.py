@@ -71,6 +71,9 @@ class DatasetOut(Out):
     vendor: str | None
     subject: str | None = None
     summary: dict[str, Any]
+    access: Literal["site", "grant", "chain grant"] | None = Field(
+        default=None, description="How the caller may see it (in listings and GET /datasets/{id}): their own site's "
+        "data, a grant in the catalog, or a grant on chain (AccessGrants) to an account of their site")
 
 
 class JobIn(Strict):

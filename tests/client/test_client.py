@@ -167,3 +167,19 @@ def test_unreachable_service_is_a_clear_error():
     client = Client("http://127.0.0.1:9", "token", retries=2, backoff=0.001)
     with pytest.raises(CloudMRIError, match="cannot reach the Cloud-MRI service at http://127.0.0.1:9"):
         client.whoami()
+
+
+@pytest.mark.parametrize(("chain", "warned"), [("unavailable", True), ("ok", False), (None, False)])
+def test_a_listing_without_the_chain_warns(chain, warned, recwarn):
+    """The service's header says whether datasets granted on chain could be listed (see tests/ledger)."""
+    rows = [{"id": "a" * 32, "access": "site"}]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/datasets" and request.url.params["site"] == "siteA"
+        return httpx.Response(200, json=rows, headers={"X-CloudMRI-Chain-Grants": chain} if chain else {})
+
+    with Client("http://service", "t0ken", transport=httpx.MockTransport(answer)) as client:
+        assert client.datasets(site="siteA") == rows
+    messages = [str(w.message) for w in recwarn]
+    assert messages == (["the service's ledger node does not answer: datasets granted only on chain are not listed"]
+                        if warned else [])

@@ -168,7 +168,7 @@ def complete_upload(upload_id: str, request: Request, caller: Caller, db: DB, se
 
     upload = _own_upload(db, request, caller, upload_id)
     if upload.status == "complete":
-        return dataset_out(db, fetch(db, Dataset, upload.dataset_id))
+        return dataset_out(db, fetch(db, Dataset, upload.dataset_id)).model_copy(update={"access": "site"})
     if upload.status != "open":
         raise UsageError(f"upload {upload_id} is {upload.status}: start a new upload")
     staged, received = service.staging.path(upload_id), service.staging.offset(upload_id)
@@ -206,4 +206,4 @@ def complete_upload(upload_id: str, request: Request, caller: Caller, db: DB, se
         service.ledger.queue_dataset(dataset)
     db.commit()
     service.staging.discard(upload_id)
-    return dataset_out(db, dataset)
+    return dataset_out(db, dataset).model_copy(update={"access": "site"})  # uploads go to the caller's site
