@@ -58,18 +58,22 @@ class GrantTable:
     The contract's table is the fold of its events in chain order (``GrantIssued`` sets the expiry and clears a
     revocation, ``GrantRevoked`` sets it), so replaying the events of the blocks mined since the last read keeps the
     replica exact, at one ``eth_getLogs`` per event kind (and per 10,000 blocks) per read. The head block is read
-    with them: its time is the clock ``is_granted`` compares expiries with, so an expiry takes effect here when it
-    does on chain. A chain that went back (a lower head, or another hash at the last block read: replaced or
-    reorganized) is read again from the deployment block.
+    with them: its time is the clock ``is_granted`` compares expiries with. A chain that mines only when a
+    transaction comes (anvil) stops that clock between transactions, so here a grant expires by the later of the
+    head block's time and this host's (``wall``): an expiry takes effect when it passes, not at the next block. A
+    chain that went back (a lower head, or another hash at the last block read: replaced or reorganized) is read
+    again from the deployment block.
 
     Args:
         ledger: the service's ledger.
         ttl_s: how long a read is trusted before the next request reads the new blocks.
         clock: monotonic seconds.
+        wall: Unix seconds (tests may pass a fake one).
     """
 
-    def __init__(self, ledger: Ledger, ttl_s: float, clock: Callable[[], float] = time.monotonic):
-        self.ledger, self.ttl_s, self.clock = ledger, ttl_s, clock
+    def __init__(self, ledger: Ledger, ttl_s: float, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.ledger, self.ttl_s, self.clock, self.wall = ledger, ttl_s, clock, wall
         # held while reading from the node, so that a change the service makes itself (record) lands after a read
         # in flight and is not overwritten by its older events
         self._lock = threading.Lock()
@@ -86,12 +90,27 @@ class GrantTable:
         found: dict[str, list[tuple[str, str]]] = {}
         with self._lock:
             self._catch_up()
-            now = self._head.timestamp
+            now = self._now()
             for grantee in grantees:
                 for (dataset, scope), (expiry, revoked) in self._grants.get(grantee.lower(), {}).items():
                     if scope in scopes and not revoked and expiry > now:
                         found.setdefault(dataset, []).append((grantee, scope))
         return found
+
+    def expired(self, dataset_sha256: str, grantee: str, scope: str) -> bool:
+        """Whether this grant is known here and its expiry has passed (by the later of the chain's and this host's
+        clock), whatever a node whose clock stands still still answers.
+
+        Raises:
+            NodeUnavailable: the replica is older than ``ttl_s`` and the node does not answer.
+        """
+        with self._lock:
+            self._catch_up()
+            state = self._grants.get(grantee.lower(), {}).get((dataset_sha256, scope))
+            return state is not None and not state[1] and state[0] <= self._now()
+
+    def _now(self) -> float:
+        return max(self._head.timestamp, self.wall())
 
     def record(self, dataset_sha256: str, grantee: str, scope: str, expiry: int | None) -> None:
         """A grant (``expiry`` in Unix seconds) or, with ``expiry`` None, a revocation the service itself just
@@ -161,7 +180,8 @@ class ChainGrants:
         for account in self.site_accounts(site):
             for scope in scopes:
                 if self._cached(("grant", dataset_sha256, account, scope),
-                                lambda a=account, s=scope: self.ledger.is_granted(dataset_sha256, a, s)):
+                                lambda a=account, s=scope: self.ledger.is_granted(dataset_sha256, a, s)) \
+                        and not self.table.expired(dataset_sha256, account, scope):
                     found.append((account, scope))
         return found
 

@@ -148,8 +148,14 @@ def test_direct_revocation_expiry_and_grants_for_another_scope_or_site(api, admi
     expiry = int(time.time()) + 3
     admin.grant(expiring["sha256"], site_b.address, "read-raw", expiry)
     assert admin.is_granted(expiring["sha256"], site_b.address, "read-raw")
+    _until(lambda: (expiring["dataset_id"], "chain grant") in _listing(api, "bob")[0], "the expiring grant listed")
 
     _until(lambda: time.time() > expiry + 1, "the grant's expiry passed", timeout=30)
+    # anvil mines only on a transaction, so its clock still stands before the expiry: the node still grants, the
+    # service (by the later of the chain's clock and its own) no longer does, in listings and access checks
+    assert admin.is_granted(expiring["sha256"], site_b.address, "read-raw")
+    _until(lambda: (expiring["dataset_id"], "chain grant") not in _listing(api, "bob")[0], "the expiry seen")
+    assert api.get(f"/datasets/{expiring['dataset_id']}", "bob").status_code == 403
     _mine(admin)
     assert not admin.is_granted(expiring["sha256"], site_b.address, "read-raw")
     shown = _until(lambda: _listing(api, "bob")[0] or None, "the on-chain grant listed")
@@ -165,7 +171,7 @@ def test_direct_revocation_expiry_and_grants_for_another_scope_or_site(api, admi
     _until(lambda: api.get(f"/datasets/{granted['dataset_id']}", "bob").status_code == 403,
            "the revocation on chain seen by the access check")
     assert {e["dataset_id"] for e in _audit(api, "grant-decision")
-            if e["reason"].startswith("listed: ")} == {granted["dataset_id"]}
+            if e["reason"].startswith("listed: ")} == {granted["dataset_id"], expiring["dataset_id"]}
     site_c.close()
 
 
