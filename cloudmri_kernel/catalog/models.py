@@ -186,7 +186,8 @@ class Label(Base):
     """One reader's label set on a series: ROIs as JSON, masks as a store object; readers never share a set.
 
     ``version`` starts at 1 and grows by one with every save; a save that names an older version is refused, so
-    two tabs of one reader never overwrite each other silently.
+    two tabs of one reader never overwrite each other silently. ``sha256`` hashes the saved content (see
+    ``service.routes.reading.label_sha256``); each saved version is anchored on the ledger.
     """
 
     __tablename__ = "labels"
@@ -198,6 +199,7 @@ class Label(Base):
     vocabulary: Mapped[list[Any]] = mapped_column(default=list)
     rois: Mapped[list[Any]] = mapped_column(default=list)
     mask_sha256: Mapped[str | None] = mapped_column(SHA256)
+    sha256: Mapped[str | None] = mapped_column(SHA256)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

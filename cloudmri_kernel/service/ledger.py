@@ -1,8 +1,9 @@
 """The API service's ledger: what it stores is queued for anchoring, a flusher thread anchors it, and cross-site
 access may rest on grants recorded on chain.
 
-- Every dataset a user uploads and every series a reconstruction job writes is queued (durably, in
-  ``LEDGER_DIR/queue.sqlite``) with its content hash (the store's plaintext SHA-256), its kind and its dataset ID,
+- Every dataset a user uploads, every series a reconstruction job writes, every saved version of a label set and
+  every signed report is queued (durably, in ``LEDGER_DIR/queue.sqlite``) with its content hash (the store's
+  plaintext SHA-256; for label sets and reports the hash of their canonical JSON), its kind and its dataset ID,
   before the catalog commits it; at start, anything catalogued but not queued (a crash in between, a ledger
   configured later) is queued too.
 - A background thread (:meth:`Ledger.run_flusher`) anchors batches after ``CLOUDMRI_LEDGER_BATCH_DELAY_S`` at
@@ -28,7 +29,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from cloudmri_kernel.catalog.models import Dataset, Series
+from cloudmri_kernel.catalog.models import Dataset, Label, Report, Series
 from cloudmri_kernel.ledger.client import Anchored, BlockRef, GrantEvent, Ledger, LedgerError
 from cloudmri_kernel.ledger.config import LedgerSettings, ledger_settings
 from cloudmri_kernel.ledger.node import rpc_ready
@@ -246,13 +247,27 @@ class ServiceLedger:
     def queue_series(self, series: Series) -> None:
         self.ledger.add("series", series.sha256, series.dataset_id, f"{series.site}/{series.sha256}")
 
+    def queue_label(self, label: Label, dataset_id: str) -> None:
+        self.ledger.add("label", label.sha256, dataset_id, f"label/{label.id}")
+
+    def queue_report(self, report: Report) -> None:
+        self.ledger.add("report", report.sha256, report.dataset_id, f"report/{report.id}")
+
     def queue_catalogued(self, catalog) -> int:
-        """Queue every dataset and series of the catalog that the queue lacks; how many were new."""
+        """Queue every dataset, series, hashed label set and signed report of the catalog that the queue lacks;
+        how many were new."""
         with catalog.session() as session:
             entries = [("dataset", sha, dataset_id, f"{site}/{sha}") for dataset_id, sha, site in
                        session.execute(select(Dataset.id, Dataset.sha256, Dataset.site))]
             entries += [("series", sha, dataset_id, f"{site}/{sha}") for dataset_id, sha, site in
                         session.execute(select(Series.dataset_id, Series.sha256, Series.site))]
+            entries += [("label", sha, dataset_id, f"label/{label_id}") for label_id, sha, dataset_id in
+                        session.execute(select(Label.id, Label.sha256, Series.dataset_id)
+                                        .join(Series, Series.id == Label.series_id)
+                                        .where(Label.sha256.is_not(None)))]
+            entries += [("report", sha, dataset_id, f"report/{report_id}") for report_id, sha, dataset_id in
+                        session.execute(select(Report.id, Report.sha256, Report.dataset_id)
+                                        .where(Report.sha256.is_not(None)))]
         before = self.ledger.queue.backlog()[0]
         self.ledger.add_many(entries)
         return self.ledger.queue.backlog()[0] - before

@@ -127,6 +127,7 @@ class LabelOut(Out):
     vocabulary: list[str]
     rois: list[dict[str, Any]]
     mask_sha256: str | None
+    sha256: str | None
     version: int
     updated_at: datetime
 

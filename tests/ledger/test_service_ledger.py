@@ -11,14 +11,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cloudmri_kernel import cli_ledger  # noqa: F401 - registers the ledger commands on app
+from cloudmri_kernel.catalog import Catalog
+from cloudmri_kernel.catalog.models import Label, Report
 from cloudmri_kernel.cli import app as cli
 from cloudmri_kernel.crypto import WrappedKey
 from cloudmri_kernel.ledger.client import Ledger
 from cloudmri_kernel.ledger.testing import ledger_for
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+from cloudmri_kernel.service.routes.reading import label_sha256, report_sha256
 from tests.service.conftest import Api, make_tokens
 
 runner = CliRunner()
@@ -237,3 +241,37 @@ def test_without_a_ledger_the_service_says_so(monkeypatch, tmp_path):
         assert _metrics(api) == {"cloudmri_ledger_configured": 0.0}
         reply = api.get("/datasets/" + "0" * 32 + "/provenance", "alice")
         assert reply.status_code == 400 and "without a ledger" in reply.json()["detail"]
+
+
+def test_each_saved_label_set_and_each_signed_report_is_anchored(api, scans):
+    dataset = api.upload(scans[0]).json()
+    job = api.post("/jobs", "alice", json={"dataset_id": dataset["id"], "recipe": {"method": "ifft"}}).json()
+    job = _until(lambda: (j := api.get(f"/jobs/{job['id']}", "alice").json())["status"] in ("done", "failed") and j,
+                 "the reconstruction")
+    assert job["status"] == "done", job
+    url = f"/series/{job['series_id']}/labels/reading"
+    roi = {"kind": "rectangle", "slice": 0, "label": "lesion", "points": [[1, 1], [4, 4]]}
+    first = api.put(url, "rita", json={"vocabulary": ["lesion"], "rois": [roi], "version": 0}).json()
+    second = api.put(url, "rita", json={"vocabulary": ["lesion"], "rois": [roi, roi], "version": 1}).json()
+    report = api.post(f"/datasets/{dataset['id']}/reports", "rita", json={"impression": "Normal."}).json()
+    signed = api.post(f"/reports/{report['id']}/sign", "rita", json={"version": 1}).json()
+    assert len({first["sha256"], second["sha256"], signed["sha256"]}) == 3  # each version has its own hash
+
+    def history():
+        records = api.get(f"/datasets/{dataset['id']}/ledger-history", "alice").json()
+        kinds = [r["kind"] for r in records]
+        confirmed = all(r["state"] == "confirmed" for r in records)
+        return records if confirmed and kinds.count("label") == 2 and "report" in kinds else None
+
+    records = _until(history, "label sets and the signed report anchored")
+    assert {(r["kind"], r["object_hash"]) for r in records} >= {
+        ("label", first["sha256"]), ("label", second["sha256"]), ("report", signed["sha256"])}
+    assert all(r["block_number"] and r["proof"] is not None for r in records)
+    catalog = Catalog.open(migrate=False)  # the hashes are recomputed from what the catalog holds
+    try:
+        with catalog.session() as db:
+            (label,) = db.scalars(select(Label))
+            assert label_sha256(label) == second["sha256"] == label.sha256
+            assert report_sha256(db.get(Report, report["id"])) == signed["sha256"]
+    finally:
+        catalog.dispose()

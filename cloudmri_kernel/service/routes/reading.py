@@ -4,6 +4,10 @@ Reports and label sets are saved optimistically: each has a ``version`` (1 when 
 and at sign-off); a save or a sign-off that names the version it started from is refused with 409, and the
 stored row in the answer, when the row has moved on meanwhile (another tab, a second script), so nothing is
 overwritten silently. The check and the write are one ``UPDATE … WHERE version = …`` statement.
+
+Each saved version of a label set and each signed report is hashed (:func:`label_sha256`, :func:`report_sha256`:
+SHA-256 of canonical JSON) and, when the service has a ledger, queued for anchoring with its dataset, so
+``GET /datasets/{id}/ledger-history`` proves what a reader drew and signed, and when.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudmri_kernel.catalog.models import Assignment, Dataset, Label, QualityScore, Report, utcnow
 from cloudmri_kernel.errors import UsageError
-from cloudmri_kernel.service.deps import DB, Caller, fetch
+from cloudmri_kernel.service.deps import DB, Caller, Service, fetch
 from cloudmri_kernel.service.policy import Forbidden, check_dataset, require_scope, require_site_admin
 from cloudmri_kernel.service.routes.series import ERRORS, visible_series
 from cloudmri_kernel.service.schemas import (
@@ -48,9 +52,26 @@ def _conflict(what: str, started_from: int | None, stored, out) -> HTTPException
                                "version": stored.version, "stored": out.model_validate(stored).model_dump(mode="json")})
 
 
+def _canonical_sha256(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def label_sha256(label: Label) -> str:
+    """The hash of a saved label set (and anchored): canonical JSON of whose it is, where, and what it holds."""
+    return _canonical_sha256({"series_id": label.series_id, "reader": label.reader, "name": label.name,
+                              "version": label.version, "vocabulary": label.vocabulary, "rois": label.rois})
+
+
+def _hashed(label: Label, dataset_id: str, service) -> Label:
+    label.sha256 = label_sha256(label)
+    if service.ledger is not None:
+        service.ledger.queue_label(label, dataset_id)
+    return label
+
+
 @router.put("/series/{series_id}/labels/{name}", response_model=LabelOut, responses={**ERRORS, **CONFLICT})
 def save_labels(series_id: str, name: LabelName, body: LabelIn, request: Request, caller: Caller,
-                db: DB) -> Label:
+                db: DB, service: Service) -> Label:
     """Create or replace the caller's own label set ``name`` on a series (other readers' sets are untouched).
 
     With ``version`` the save replaces exactly that version (0: creates the set) or is refused with 409.
@@ -72,7 +93,7 @@ def save_labels(series_id: str, name: LabelName, body: LabelIn, request: Request
             stored = db.scalar(select(Label).where(Label.series_id == series.id, Label.reader == caller.user,
                                                    Label.name == name))
             raise _conflict(f"label set '{name}'", body.version, stored, LabelOut) from None
-        return label
+        return _hashed(label, series.dataset_id, service)
     started_from = label.version if body.version is None else body.version
     saved = db.execute(update(Label).where(Label.id == label.id, Label.version == started_from)
                        .values(vocabulary=body.vocabulary, rois=body.rois, version=started_from + 1,
@@ -81,7 +102,7 @@ def save_labels(series_id: str, name: LabelName, body: LabelIn, request: Request
     db.refresh(label)
     if saved.rowcount != 1:
         raise _conflict(f"label set '{name}'", started_from, label, LabelOut)
-    return label
+    return _hashed(label, series.dataset_id, service)
 
 
 @router.get("/series/{series_id}/labels", response_model=list[LabelOut], responses=ERRORS)
@@ -166,15 +187,15 @@ def update_report(report_id: str, body: ReportUpdate, request: Request, caller: 
 
 
 def report_sha256(report: Report) -> str:
-    """The hash recorded at sign-off (and later anchored): canonical JSON of what the report says."""
-    content = {"dataset_id": report.dataset_id, "author": report.author, "template": report.template,
-               "findings": report.findings, "impression": report.impression,
-               "signed_at": report.signed_at.isoformat()}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The hash recorded at sign-off (and anchored): canonical JSON of what the report says."""
+    return _canonical_sha256({"dataset_id": report.dataset_id, "author": report.author, "template": report.template,
+                              "findings": report.findings, "impression": report.impression,
+                              "signed_at": report.signed_at.isoformat()})
 
 
 @router.post("/reports/{report_id}/sign", response_model=ReportOut, responses={**ERRORS, **CONFLICT})
-def sign_report(report_id: str, request: Request, caller: Caller, db: DB, body: SignIn | None = None) -> Report:
+def sign_report(report_id: str, request: Request, caller: Caller, db: DB, service: Service,
+                body: SignIn | None = None) -> Report:
     """Sign off: the report is locked and the SHA-256 of its content recorded. With ``version``, only the
     version the signer read is signed (409 if it changed meanwhile)."""
     report = _own_draft(db, request, caller, report_id)
@@ -183,6 +204,8 @@ def sign_report(report_id: str, request: Request, caller: Caller, db: DB, body: 
     signed_at = utcnow()
     report = _save_report(db, report, body.version if body else None, status="signed", signed_at=signed_at)
     report.sha256 = report_sha256(report)
+    if service.ledger is not None:
+        service.ledger.queue_report(report)
     return report
 
 

@@ -1,8 +1,9 @@
-"""Optimistic concurrency for reports and label sets: a ``version`` that every save names and increments.
+"""Optimistic concurrency for reports and label sets: a ``version`` that every save names and increments; and the
+label set's content hash (``labels.sha256``), anchored on the ledger like a signed report's.
 
 Two tabs (or two readers' scripts) saving the same report or label set must not overwrite each other silently:
 a save names the version it started from and the service refuses it (409) when the stored one has moved on.
-Existing rows start at version 1.
+Existing rows start at version 1, with no hash until their next save.
 
 Revision ID: 0003
 Revises: 0002
@@ -27,9 +28,13 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("version", sa.Integer(), nullable=False, server_default="1"))
             batch.create_check_constraint(op.f(f"ck_{table}_version"), "version >= 1")
+    with op.batch_alter_table("labels") as batch:
+        batch.add_column(sa.Column("sha256", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("labels") as batch:
+        batch.drop_column("sha256")
     for table in TABLES:
         with op.batch_alter_table(table) as batch:
             batch.drop_constraint(op.f(f"ck_{table}_version"), type_="check")
