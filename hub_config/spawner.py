@@ -16,6 +16,11 @@ Every server starts with the Cloud-MRI server extension (``JUPYTER_CONFIG_PATH``
 and a server token that carries the user's Cloud-MRI scopes. Radiologists get the reading mode
 (:mod:`cloudmri_jupyter.reading`): Voilà dashboards from ``notebooks/apps`` and no way to run code of their own.
 
+``start`` returns once the new server answers HTTP, checked every 50 ms. The hub then checks it once and
+redirects the user; left to itself, the hub polls with exponential backoff and full jitter (waits of up to 0.2,
+0.4, 0.8, 1.6 s …, ``jupyterhub.utils.exponential_backoff``), which adds up to about the server's own start time
+again before the user sees anything.
+
 References:
     JupyterHub documentation, "Spawners" (LocalProcessSpawner, ``Spawner.options_form``,
     ``Spawner.server_token_scopes``); JupyterHub security overview (one system user per server).
@@ -23,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import os
@@ -30,10 +36,12 @@ import pwd
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Unicode, default
 
 from hub_config.profiles import PROFILES, Profile, local_gpus, profiles_for, server_args
@@ -162,7 +170,25 @@ class CloudMRISpawner(LocalProcessSpawner):
             self._copy_apps(home)
             self.args = server_args(profile)
         self.log.info("Starting %s's server as %s with profile %s", self.user.name, self.account, profile.slug)
-        return await super().start()
+        ip, port = await super().start()
+        await self._answering(f"http://{ip or '127.0.0.1'}:{port}{self.server.base_url}api")
+        return ip, port
+
+    async def _answering(self, url: str, step: float = 0.05) -> None:
+        """Wait until the server at ``url`` gives any non-5xx answer, its process ends, or ``http_timeout``
+        passes (the hub's own check then decides and reports)."""
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.http_timeout
+        while time.monotonic() < deadline and await self.poll() is None:
+            try:
+                await client.fetch(url, follow_redirects=False, request_timeout=step * 20)
+                return
+            except HTTPClientError as error:
+                if error.code < 500:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(step)
 
     def _copy_apps(self, home: Path) -> None:
         """The dashboards of notebooks/apps into the user's home (refreshed at each start), owned by the user."""

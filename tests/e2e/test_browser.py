@@ -104,6 +104,8 @@ def test_a_radiologist_lands_on_the_reading_app_and_cannot_open_jupyterlab(brows
     page.get_by_role("button", name="Open").click()
     page.locator(".cml-root canvas").wait_for()  # its images, in the labeler
     _screenshot(page, "radiologist-landing")
+    page.goto(f"{workbench.url}/user/radiologist/voila/render/reader_study.ipynb")  # the other reading app
+    page.get_by_text("You have no reader studies: none was set up with you as a reader.").wait_for()
     refused = page.goto(f"{workbench.url}/user/radiologist/lab")
     assert refused.status in (403, 404)
     page.close()
