@@ -91,15 +91,37 @@ class ProcessGroup:
             time.sleep(0.05)
         return self.kill()
 
-    def kill(self) -> int | None:
-        """SIGKILL the whole group (as in a crash) and reap the leader; no-op when it is not running."""
+    def kill(self, settle: float = 5.0) -> int | None:
+        """SIGKILL the whole group (as in a crash), reap the leader, and wait up to ``settle`` s until no member
+        is still running (SIGKILL is delivered at once, but a member leaves the process table only as it finishes
+        exiting); no-op when it is not running."""
         if self._process is None:
             return None
+        group = self._process.pid
         try:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
         code = self._process.wait()
+        deadline = time.monotonic() + settle
+        while running_members(group) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._process = None
         atexit.unregister(self.kill)
         return code
+
+
+def running_members(group: int) -> list[int]:
+    """PIDs of the processes of a process group that have not exited (zombies, which only wait to be reaped,
+    are not counted), read from ``/proc`` (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == group and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found

@@ -36,6 +36,7 @@ from cloudmri_kernel.client import Client
 from cloudmri_kernel.config import Settings
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
+from cloudmri_kernel.processes import running_members
 from cloudmri_kernel.service.staging import UploadStaging
 from cloudmri_kernel.service.testing import ServiceProcess, create_token, service_env
 from cloudmri_kernel.store import ObjectStore
@@ -52,23 +53,6 @@ def cloudmri(env: dict[str, str], *args: str) -> str:
     result = subprocess.run([str(CLOUDMRI), *args], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"cloudmri {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
     return result.stdout
-
-
-def live_group_members(pgid: int) -> list[str]:
-    """Command lines of the processes in a process group that are not zombies."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        state, _, _, group = stat.rpartition(")")[2].split()[:4]
-        if int(group) == pgid and state != "Z":
-            found.append(cmdline)
-    return found
 
 
 def sha256_of(path: Path) -> str:
@@ -101,14 +85,14 @@ def test_upload_reconstruct_and_download_with_the_cli(catalog_url, tmp_path):
         done = " ".join(cloudmri(user, "job", "submit", dataset_id, "--wait").split())
         series_id = re.search(r"done: series ([0-9a-f]{32})", done).group(1)
         # The job ran on the LocalCluster's worker processes, which live in the service's process group.
-        assert len(live_group_members(service.pid)) >= 3
+        assert len(running_members(service.pid)) >= 3
         assert [s["id"] for s in json.loads(cloudmri(user, "ls", "--series", dataset_id, "--json"))] == [series_id]
 
         cloudmri(user, "get", series_id, "--series", "-o", str(tmp_path / "images.h5"))
         cloudmri(user, "get", series_id, "--series", "--png", "-o", str(tmp_path / "png"))
         cloudmri(user, "get", dataset_id, "-o", str(tmp_path / "raw.h5"))
         group = service.pid
-    assert live_group_members(group) == []
+    assert running_members(group) == []
 
     assert (tmp_path / "raw.h5").read_bytes() == GRAPPA_FILE.read_bytes()
     with MRDFile(tmp_path / "images.h5") as mrd:
