@@ -3,6 +3,7 @@ the Voilà server the dashboard tests open in it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,71 @@ def voila_as(app: Path, service_url: str, token: str, data_dir: Path, log: Path)
                 "CLOUDMRI_DATA_DIR": str(data_dir)})
     with voila(app, env, log=log) as address:
         yield address
+
+
+WIDGET_ORIGIN = "http://widget.test"
+WIDGET_PAGE = """<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="widget.css">
+<body style="margin: 8px; background: #fff"><div id="app"></div>
+<script type="module">
+import widget from "./widget.js";
+const state = await (await fetch("state.json")).json();
+const paths = state.__buffer_paths;
+delete state.__buffer_paths;
+for (let i = 0; i < paths.length; i++) {
+  state[paths[i][0]] = new DataView(await (await fetch(`buffer${i}.bin`)).arrayBuffer());
+}
+const handlers = {};
+window.saved = [];
+window.sent = [];
+const snapshot = SNAPSHOT;
+window.model = {
+  get: (name) => state[name],
+  set(name, value) { state[name] = value; for (const callback of handlers[`change:${name}`] || []) callback(); },
+  on(event, callback) { (handlers[event] ||= []).push(callback); },
+  off(event, callback) { handlers[event] = (handlers[event] || []).filter((c) => c !== callback); },
+  save_changes() { window.saved.push(snapshot(state)); },
+  send(content) { window.sent.push(content); },
+};
+widget.render({ model: window.model, el: document.getElementById("app") });
+window.ready = true;
+</script>"""
+
+
+def open_widget(browser, widget, module: str, snapshot: str, width: int = 1100, height: int = 700):
+    """A page showing a Cloud-MRI anywidget through its ES module and CSS exactly as shipped (``module``.js and
+    ``module``.css of ``cloudmri_widgets``), with a minimal stand-in for
+    anywidget's model (get/set/on/off/save_changes/send) holding the state and binary buffers the widget would
+    send over the comm; everything is served from memory (nothing is downloaded).
+
+    ``snapshot`` is a JavaScript function of the state whose result each ``save_changes()`` appends to
+    ``window.saved`` (what the comm would carry to the kernel); ``send(content)`` appends to ``window.sent``.
+    """
+    import cloudmri_widgets
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    package = Path(cloudmri_widgets.__file__).parent
+    state, paths, buffers = _remove_buffers(widget.get_state())
+    files = {
+        "/": (WIDGET_PAGE.replace("SNAPSHOT", snapshot).encode(), "text/html"),
+        "/widget.js": ((package / f"{module}.js").read_bytes(), "text/javascript"),
+        "/widget.css": ((package / f"{module}.css").read_bytes(), "text/css"),
+        "/state.json": (json.dumps({**state, "__buffer_paths": paths}).encode(), "application/json"),
+        **{f"/buffer{i}.bin": (bytes(b), "application/octet-stream") for i, b in enumerate(buffers)},
+    }
+
+    def serve(route):
+        path = route.request.url.removeprefix(WIDGET_ORIGIN)
+        if path in files:
+            body, content_type = files[path]
+            route.fulfill(status=200, body=body, content_type=content_type)
+        else:
+            route.fulfill(status=404, body=b"")
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.route(f"{WIDGET_ORIGIN}/**", serve)
+    page.goto(f"{WIDGET_ORIGIN}/")
+    page.wait_for_function("window.ready === true", timeout=15_000)
+    assert errors == []
+    return page

@@ -8,17 +8,15 @@ anywidget model holding the state and binary buffers :class:`Labeler` sends.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 from cloudmri_widgets import Labeler
-from ipywidgets.widgets.widget import _remove_buffers
 
-from tests.browser import CHROMIUM, notebook_file
+from tests.browser import CHROMIUM, notebook_file, open_widget
 from tests.browser import voila as voila_server
-from tests.widgets.test_viewer_browser import DOCS_IMAGES, ORIGIN, PACKAGE, _phantom, _settle
+from tests.widgets.test_viewer_browser import DOCS_IMAGES, _phantom, _settle
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
 pytestmark = [
@@ -27,63 +25,13 @@ pytestmark = [
                        reason="needs Debian's chromium (./workbench setup installs it)"),
 ]
 
-PAGE = """<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="labeler.css">
-<body style="margin: 8px; background: #fff"><div id="app"></div>
-<script type="module">
-import widget from "./labeler.js";
-const state = await (await fetch("state.json")).json();
-const paths = state.__buffer_paths;
-delete state.__buffer_paths;
-for (let i = 0; i < paths.length; i++) {
-  state[paths[i][0]] = new DataView(await (await fetch(`buffer${i}.bin`)).arrayBuffer());
-}
-const handlers = {};
-window.saved = [];
-window.sent = [];
-window.model = {
-  get: (name) => state[name],
-  set(name, value) { state[name] = value; for (const callback of handlers[`change:${name}`] || []) callback(); },
-  on(event, callback) { (handlers[event] ||= []).push(callback); },
-  off(event, callback) { handlers[event] = (handlers[event] || []).filter((c) => c !== callback); },
-  save_changes() {
-    const mask = new Uint8Array(state.mask.buffer, state.mask.byteOffset, state.mask.byteLength);
-    window.saved.push({ rois: state.rois, selected: state.selected, slice: state.slice, tool: state.tool,
-      label: state.label, message: state.message, mask: Array.from(mask) });
-  },
-  send(content) { window.sent.push(content); },
-};
-widget.render({ model: window.model, el: document.getElementById("app") });
-window.ready = true;
-</script>"""
+SNAPSHOT = """(state) => ({ rois: state.rois, selected: state.selected, slice: state.slice, tool: state.tool,
+  label: state.label, message: state.message,
+  mask: Array.from(new Uint8Array(state.mask.buffer, state.mask.byteOffset, state.mask.byteLength)) })"""
 
 
 def _open(browser, labeler: Labeler, width=900, height=700):
-    """A page showing ``labeler`` through the shipped ES module, served from memory (nothing is downloaded)."""
-    state, paths, buffers = _remove_buffers(labeler.get_state())
-    files = {
-        "/": (PAGE.encode(), "text/html"),
-        "/labeler.js": ((PACKAGE / "labeler.js").read_bytes(), "text/javascript"),
-        "/labeler.css": ((PACKAGE / "labeler.css").read_bytes(), "text/css"),
-        "/state.json": (json.dumps({**state, "__buffer_paths": paths}).encode(), "application/json"),
-        **{f"/buffer{i}.bin": (bytes(b), "application/octet-stream") for i, b in enumerate(buffers)},
-    }
-
-    def serve(route):
-        path = route.request.url.removeprefix(ORIGIN)
-        if path in files:
-            body, content_type = files[path]
-            route.fulfill(status=200, body=body, content_type=content_type)
-        else:
-            route.fulfill(status=404, body=b"")
-
-    page = browser.new_page(viewport={"width": width, "height": height})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.route(f"{ORIGIN}/**", serve)
-    page.goto(f"{ORIGIN}/")
-    page.wait_for_function("window.ready === true", timeout=15_000)
-    assert errors == []
-    return page
+    return open_widget(browser, labeler, "labeler", SNAPSHOT, width, height)
 
 
 def _apply(labeler: Labeler, saved: dict) -> None:

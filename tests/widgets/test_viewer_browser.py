@@ -8,21 +8,16 @@ comm would. Screenshots for the docs go to ``docs/images/viewer*.png``.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import cloudmri_widgets
 import numpy as np
 import pytest
 from cloudmri_widgets import Viewer
-from ipywidgets.widgets.widget import _remove_buffers
 
-from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM, open_widget
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-PACKAGE = Path(cloudmri_widgets.__file__).parent
-ORIGIN = "http://viewer.test"
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
 pytestmark = [
     pytest.mark.slow,
@@ -30,61 +25,12 @@ pytestmark = [
                        reason="needs Debian's chromium (./workbench setup installs it)"),
 ]
 
-PAGE = """<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="viewer.css">
-<body style="margin: 8px; background: #fff"><div id="app"></div>
-<script type="module">
-import widget from "./viewer.js";
-const state = await (await fetch("state.json")).json();
-const paths = state.__buffer_paths;
-delete state.__buffer_paths;
-for (let i = 0; i < paths.length; i++) {
-  state[paths[i][0]] = new DataView(await (await fetch(`buffer${i}.bin`)).arrayBuffer());
-}
-const handlers = {};
-window.saved = [];
-window.model = {
-  get: (name) => state[name],
-  set(name, value) { state[name] = value; for (const callback of handlers[`change:${name}`] || []) callback(); },
-  on(event, callback) { (handlers[event] ||= []).push(callback); },
-  off(event, callback) { handlers[event] = (handlers[event] || []).filter((c) => c !== callback); },
-  save_changes() {
-    const names = ["slice", "indices", "window", "level", "mode", "tool", "zoom", "pan", "difference", "profile"];
-    window.saved.push(Object.fromEntries(names.map((name) => [name, state[name]])));
-  },
-  send() {},
-};
-widget.render({ model: window.model, el: document.getElementById("app") });
-window.ready = true;
-</script>"""
+SNAPSHOT = """(state) => Object.fromEntries(["slice", "indices", "window", "level", "mode", "tool", "zoom", "pan",
+  "difference", "profile"].map((name) => [name, state[name]]))"""
 
 
 def _open(browser, viewer: Viewer, width=1100, height=700):
-    """A page showing ``viewer`` through the shipped ES module, served from memory (nothing is downloaded)."""
-    state, paths, buffers = _remove_buffers(viewer.get_state())
-    files = {
-        "/": (PAGE.encode(), "text/html"),
-        "/viewer.js": ((PACKAGE / "viewer.js").read_bytes(), "text/javascript"),
-        "/viewer.css": ((PACKAGE / "viewer.css").read_bytes(), "text/css"),
-        "/state.json": (json.dumps({**state, "__buffer_paths": paths}).encode(), "application/json"),
-        **{f"/buffer{i}.bin": (bytes(b), "application/octet-stream") for i, b in enumerate(buffers)},
-    }
-
-    def serve(route):
-        path = route.request.url.removeprefix(ORIGIN)
-        if path in files:
-            body, content_type = files[path]
-            route.fulfill(status=200, body=body, content_type=content_type)
-        else:
-            route.fulfill(status=404, body=b"")
-
-    page = browser.new_page(viewport={"width": width, "height": height})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.route(f"{ORIGIN}/**", serve)
-    page.goto(f"{ORIGIN}/")
-    page.wait_for_function("window.ready === true", timeout=15_000)
-    assert errors == []
-    return page
+    return open_widget(browser, viewer, "viewer", SNAPSHOT, width, height)
 
 
 def _settle(page):
