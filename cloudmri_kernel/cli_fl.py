@@ -74,6 +74,19 @@ def fl_simulate(
             table.add_row(str(r.round), site, f"{r.train.get(site, {}).get('train-loss', float('nan')):.4f}",
                           f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
     out.print(table)
+    if result.personalization is not None:
+        personalized = Table("site", "SSIM before", "SSIM after", "PSNR before", "PSNR after", "model SHA-256",
+                             title=f"personalized: {result.personalization.epochs} epoch(s) of fine-tuning at "
+                             "each site, held-out scores")
+        for site, model in sorted(result.personalization.sites.items()):
+            personalized.add_row(site, f"{model.before['ssim']:.4f}", f"{model.after['ssim']:.4f}",
+                                 f"{model.before['psnr']:.2f}", f"{model.after['psnr']:.2f}", model.sha256[:12])
+        out.print(personalized)
+        for site, why in sorted(result.personalization.failed.items()):
+            out.print(f"{site} did not personalize: {why}", highlight=False)
+        for model in list(result.personalization.sites.values())[:1]:
+            out.print(f"each site keeps its personalized model: {Path(model.path).parent}/SITE.pt",
+                      highlight=False)
     out.print(f"experiment {result.experiment_id or '(not recorded)'}: final model {result.final.path} "
               f"sha256 {result.final.sha256} ({result.seconds:.0f} s); use it with "
               f"`cloudmri recon --method dl --model {result.final.sha256[:12]}`", highlight=False)

@@ -2,9 +2,10 @@
 
 Each site is a Flower ClientApp (:mod:`.site`) that trains the unrolled network
 (:mod:`cloudmri_kernel.recon.unrolled`) on its own data only (:mod:`.sites`); the server side
-(:mod:`.aggregation`) averages the weights with a Flower strategy (FedAvg, FedProx, trimmed mean, Krum) guarded
-against sites that drop out or send non-finite or absurd weights; :mod:`.experiment` runs the rounds, keeps the
-global model of every round by its SHA-256 and records configuration, participants and per-site metrics in
+(:mod:`.aggregation`) averages the weights with a Flower strategy (FedAvg, FedProx, FedAdam, FedAvgM, trimmed
+mean, Krum) guarded against sites that drop out or send non-finite or absurd weights; :mod:`.experiment` runs the
+rounds, keeps the global model of every round by its SHA-256, optionally has every site fine-tune the final model
+on its own data and keep it (personalization), and records configuration, participants and per-site metrics in
 the catalog. :mod:`.simulation` delivers Flower's messages in one process (notebooks, tests).
 
 Flower's telemetry, update check and runtime dependency installation are switched off on import

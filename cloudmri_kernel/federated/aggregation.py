@@ -1,7 +1,7 @@
 """The server side of a round: Flower strategies, guarded against sites that fail, drop out or send bad weights.
 
-:func:`make_strategy` returns one of Flower's own strategies (FedAvg, FedProx, FedTrimmedAvg, Krum) extended by
-:class:`Guard`, which before Flower aggregates a round:
+:func:`make_strategy` returns one of Flower's own strategies (FedAvg, FedProx, FedAdam, FedAvgM, FedTrimmedAvg,
+Krum) extended by :class:`Guard`, which before Flower aggregates a round:
 
 * drops replies whose arrays hold NaN or infinity, or whose update norm is absurd — more than
   :data:`ABSURD_FACTOR` times the median update norm of the round (with three or more replies) or than
@@ -10,6 +10,11 @@
   and is recorded as incomplete (a site that drops out mid-round does not stop the experiment);
 * keeps a :class:`RoundRecord` per round: which sites were asked, which trained, which failed or were
   rejected and why, and every site's metrics, for the experiment's record in the catalog.
+
+Server-side optimizers are Flower's: ``fedadam`` treats the change of the average as a pseudo-gradient and takes
+an Adam step of size ``server_lr`` on it (Reddi et al. 2021); ``fedavgm`` adds heavy-ball momentum
+``server_momentum`` to it (Hsu et al. 2019), whose effective step ``server_lr / (1 - server_momentum)`` is 1 (plain
+FedAvg's) at the defaults. Both change only how the server moves the global model; sites train as for FedAvg.
 
 Robust aggregation is Flower's: ``trimmed-mean`` (Yin et al. 2018) and ``krum`` (Blanchard et al. 2017) bound
 the influence of a site whose weights are wrong but finite.
@@ -23,6 +28,9 @@ the rounds compose in Rényi DP (Mironov 2017), converted to (ε, δ).
 References:
     McMahan B et al. Communication-efficient learning of deep networks from decentralized data. AISTATS 2017.
     Li T et al. Federated optimization in heterogeneous networks (FedProx). MLSys 2020.
+    Reddi S et al. Adaptive federated optimization (FedAdam). ICLR 2021.
+    Hsu TH, Qi H, Brown M. Measuring the effects of non-identical data distribution for federated visual
+    classification (FedAvgM). arXiv 1909.06335, 2019.
     Yin D et al. Byzantine-robust distributed learning: towards optimal statistical rates. ICML 2018.
     Blanchard P et al. Machine learning with adversaries: Byzantine tolerant gradient descent. NeurIPS 2017.
     McMahan HB et al. Learning differentially private recurrent language models. ICLR 2018.
@@ -37,13 +45,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx, FedTrimmedAvg, Krum
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+)
 
 from cloudmri_kernel.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
+STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam, "fedavgm": FedAvgM,
+              "trimmed-mean": FedTrimmedAvg, "krum": Krum}
+#: FedAdam's server step and adaptivity (Reddi et al. 2021 tune η in 1e-3...1 and find τ = 1e-3 good).
+FEDADAM_LR, FEDADAM_TAU = 1e-2, 1e-3
 #: An update more than this many times the round's median update norm is rejected as absurd.
 ABSURD_FACTOR = 50.0
 #: Rényi orders over which the (ε, δ) conversion is minimized.
@@ -101,6 +120,10 @@ class Guard:
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
         self._global = _flat(arrays)
+        if isinstance(self, FedAvgM):
+            # FedAvgM steps from the weights it aggregated last; the global model sent may differ (DP noise is
+            # added outside it, a round may have been kept), and the step must start from what the sites got.
+            self.current_arrays = arrays
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._record(server_round).asked = sorted(self._names.get(m.metadata.dst_node_id,
                                                                   f"node {m.metadata.dst_node_id}")
@@ -181,7 +204,8 @@ class Guard:
 
 
 def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,
-                  trim_beta: float = 0.2, krum_byzantine: int = 1, names: dict[int, str] | None = None,
+                  trim_beta: float = 0.2, krum_byzantine: int = 1, server_lr: float | None = None,
+                  server_momentum: float = 0.9, names: dict[int, str] | None = None,
                   dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0, dp_sites: int | None = None,
                   dp_delta: float = 1e-5):
     """(the strategy to run, its :class:`Guard`): a guarded Flower strategy by name (:data:`STRATEGIES`), wrapped
@@ -190,7 +214,8 @@ def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None =
 
     ``names`` maps node IDs to site names where they are known beforehand (in-process); otherwise a site is
     known by name from its first reply, and by node ID until then. ``dp_sites``: how many sites the noise is
-    divided by (default ``min_sites``).
+    divided by (default ``min_sites``). ``server_lr``: the server's step for ``fedadam`` (default
+    :data:`FEDADAM_LR`) and ``fedavgm`` (default ``1 - server_momentum``).
     """
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
@@ -205,6 +230,15 @@ def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None =
         options["beta"] = trim_beta
     elif name == "krum":
         options["num_malicious_nodes"] = krum_byzantine
+    elif name == "fedadam":
+        options.update(eta=FEDADAM_LR if server_lr is None else server_lr, tau=FEDADAM_TAU)
+    elif name == "fedavgm":
+        if not 0 <= server_momentum < 1:
+            raise UsageError(f"server_momentum must be in [0, 1), got {server_momentum}")
+        options.update(server_momentum=server_momentum,
+                       server_learning_rate=1.0 - server_momentum if server_lr is None else server_lr)
+    if server_lr is not None and server_lr <= 0:
+        raise UsageError(f"server_lr must be positive, got {server_lr}")
     guard = type(f"Guarded{base.__name__}", (Guard, base), {})(**options)
     guard.min_sites, guard.max_update_norm = min_sites, max_update_norm
     guard.rounds, guard._global, guard._names, guard._multipliers = [], None, dict(names or {}), []

@@ -7,6 +7,12 @@ card with the round's per-site metrics), records it in the catalog's ``models`` 
 that hash for anchoring on the ledger when a ledger is given, and updates the ``experiments`` row: configuration,
 which sites took part, and per round who trained, who failed or was rejected and why, and each site's training
 loss and held-out loss/SSIM/PSNR.
+
+With ``personalize_epochs > 0``, after the last round every site fine-tunes the final global model on its own
+training split in its own ClientApp (``train.personalize``, :mod:`.site`: local adaptation, Yu et al. 2020) and
+keeps the personalized model; the experiment records, per site, the held-out scores before and after and the
+personalized model's SHA-256 (queued for the ledger like the global models) and where the site keeps it. The
+catalog's ``metrics`` list then ends with one ``{"personalization": ...}`` entry after the round records.
 """
 
 from __future__ import annotations
@@ -18,12 +24,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.federated.aggregation import STRATEGIES, RoundRecord, make_strategy
 from cloudmri_kernel.federated.simulation import InProcessGrid
-from cloudmri_kernel.federated.site import BATCH_SIZE, LEARNING_RATE, LOCAL_EPOCHS
+from cloudmri_kernel.federated.site import (
+    BATCH_SIZE,
+    EXPERIMENT_NAME,
+    LEARNING_RATE,
+    LOCAL_EPOCHS,
+    PERSONALIZE,
+    PERSONALIZE_EPOCHS,
+)
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.federated.sites import SiteConfig
 from cloudmri_kernel.recon.model_files import save_model
@@ -39,6 +52,10 @@ class ExperimentConfig:
 
     ``dp_noise_multiplier > 0`` switches on differential privacy (server-side clipping of each site's update to
     ``dp_clipping_norm`` plus Gaussian noise); every round then records the ε spent so far at ``dp_delta``.
+
+    ``server_lr`` and ``server_momentum`` are the server optimizer's (``fedadam``, ``fedavgm``; default: see
+    :func:`~.aggregation.make_strategy`). ``personalize_epochs > 0``: after the last round each site fine-tunes
+    the final global model for that many epochs on its own training split and keeps it (see the module).
     """
 
     name: str = "federated"
@@ -53,6 +70,9 @@ class ExperimentConfig:
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
     dp_delta: float = 1e-5
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    personalize_epochs: int = 0
     seed: int = 0
     architecture: MoDLConfig = field(default_factory=MoDLConfig)
 
@@ -61,6 +81,13 @@ class ExperimentConfig:
             raise UsageError(f"unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
         if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1 or self.min_sites < 1:
             raise UsageError("rounds, local_epochs, batch_size and min_sites must be at least 1")
+        if self.personalize_epochs < 0:
+            raise UsageError(f"personalize_epochs must be 0 (no personalization) or more, got "
+                             f"{self.personalize_epochs}")
+        if self.server_lr is not None and self.server_lr <= 0:
+            raise UsageError(f"server_lr must be positive, got {self.server_lr}")
+        if not 0 <= self.server_momentum < 1:
+            raise UsageError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
 
     def round_config(self) -> ConfigRecord:
         """What every site is sent with the weights: training settings and the architecture."""
@@ -87,15 +114,39 @@ class GlobalModel:
 
 
 @dataclass
+class PersonalizedModel:
+    """A site's fine-tuned copy of the final global model: held-out scores before and after, and where the site
+    keeps it (a path on the site's machine)."""
+
+    site: str
+    before: dict[str, float]
+    after: dict[str, float]
+    sha256: str
+    path: str
+
+
+@dataclass
+class Personalization:
+    """The personalization step: epochs, each site's :class:`PersonalizedModel`, sites that failed and why, and
+    its wall time (the sites fine-tune one after the other in process, in parallel in a deployment)."""
+
+    epochs: int
+    sites: dict[str, PersonalizedModel] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
 class ExperimentResult:
-    """What a run left: its catalog ID, every round's record and global model; ``stopped`` when ``stop`` ended it
-    before its last round."""
+    """What a run left: its catalog ID, every round's record and global model, and the personalization step when
+    asked for; ``stopped`` when ``stop`` ended it before its last round (then nothing is personalized)."""
 
     experiment_id: str | None
     rounds: list[RoundRecord]
     models: list[GlobalModel]
     seconds: float
     stopped: bool = False
+    personalization: Personalization | None = None
 
     @property
     def final(self) -> GlobalModel:
@@ -136,6 +187,41 @@ def _catalog_round(catalog, experiment_id: str | None, rounds: list[RoundRecord]
                               metrics={"evaluate": record.evaluate, "train": record.train} if record else {}))
 
 
+def _catalog_personalization(catalog, experiment_id: str | None, personalization: Personalization) -> None:
+    if catalog is None:
+        return
+    from cloudmri_kernel.catalog.models import Experiment
+
+    with catalog.session() as session:
+        experiment = session.get(Experiment, experiment_id)
+        experiment.metrics = [*experiment.metrics, {"personalization": asdict(personalization)}]
+
+
+def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict[int, str]) -> Personalization:
+    """Ask every site of ``grid`` to fine-tune ``arrays`` on its own data and keep the result (:mod:`.site`)."""
+    values = {**config.round_config(), PERSONALIZE_EPOCHS: config.personalize_epochs, EXPERIMENT_NAME: config.name}
+    messages = [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord(values)}),
+                        message_type=f"train.{PERSONALIZE}", dst_node_id=node) for node in grid.get_node_ids()]
+    result = Personalization(config.personalize_epochs)
+    started = time.perf_counter()
+    replies = list(grid.send_and_receive(messages, timeout=3600))
+    result.seconds = time.perf_counter() - started
+    for node in {m.metadata.dst_node_id for m in messages} - {reply.metadata.src_node_id for reply in replies}:
+        result.failed[names.get(node, f"node {node}")] = "no reply within the timeout"
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            result.failed[names.get(node, f"node {node}")] = reply.error.reason
+            continue
+        site = reply.content["site"]
+        metrics = reply.content["metrics"]
+        scores = {when: {key: float(metrics[f"{when}-{key}"]) for key in ("loss", "ssim", "psnr")}
+                  for when in ("before", "after")}
+        result.sites[str(site["name"])] = PersonalizedModel(str(site["name"]), scores["before"], scores["after"],
+                                                            str(site["sha256"]), str(site["path"]))
+    return result
+
+
 class _Stop(Exception):  # noqa: N818 (a request, not an error)
     """Ends Flower's round loop from the round callback when the caller asked to stop."""
 
@@ -168,6 +254,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         net.load_state_dict(initial)
     strategy, guard = make_strategy(config.strategy, min_sites=config.min_sites,
                                     max_update_norm=config.max_update_norm, proximal_mu=config.proximal_mu,
+                                    server_lr=config.server_lr, server_momentum=config.server_momentum,
                                     names=names, dp_noise_multiplier=config.dp_noise_multiplier,
                                     dp_clipping_norm=config.dp_clipping_norm, dp_delta=config.dp_delta,
                                     dp_sites=max(config.min_sites, len(sites)))
@@ -210,4 +297,12 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             with catalog.session() as session:
                 session.get(Experiment, experiment_id).status = "failed"
         raise
-    return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)
+    result = ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)
+    if config.personalize_epochs > 0:
+        result.personalization = personalize(grid, config, ArrayRecord(net.state_dict()), guard._names)
+        if ledger is not None:
+            for site, model in result.personalization.sites.items():
+                ledger.add("model", model.sha256, experiment_id or config.name,
+                           name=f"{config.name}/personalized/{site}")
+        _catalog_personalization(catalog, experiment_id, result.personalization)
+    return result

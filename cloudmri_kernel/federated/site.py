@@ -5,22 +5,38 @@ training split (adding FedProx's proximal term when the server's config carries 
 with its new weights, its number of examples (the averaging weight) and its training loss. On ``evaluate`` it
 scores the weights it was sent on its held-out split (loss, SSIM, PSNR). Every reply names the site in a
 ``site`` ConfigRecord, so the server can record per-site metrics; no image or k-space ever leaves the site.
+
+On ``train.personalize`` (after the last round, when the experiment asks for it) a site adapts the final global
+model to its own data: it scores the model on its held-out split, fine-tunes it for ``personalize-epochs`` on its
+training split, scores it again, and keeps the result **at the site**
+(``$CLOUDMRI_MODELS_DIR/personalized/EXPERIMENT/SITE.pt`` of the site's process, with its card). It replies with
+both scores, the model's SHA-256 and that path, never with its weights: a model fitted to one hospital's data is
+that hospital's, and it says more about the site's data than an averaged round update does.
+
+References:
+    Yu T, Bagdasaryan E, Shmatikov V. Salvaging federated learning by local adaptation. arXiv 2002.04758, 2020.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.federated.sites import SiteConfig, load_site_data
 from cloudmri_kernel.recon import training
+from cloudmri_kernel.recon.model_files import models_dir, save_model
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
 
 app = ClientApp()
 
 #: Keys of the ConfigRecord the server sends with every round.
 LOCAL_EPOCHS, LEARNING_RATE, BATCH_SIZE, PROXIMAL_MU = "local-epochs", "lr", "batch-size", "proximal-mu"
+#: Keys of the personalization request (message type ``train.personalize``).
+PERSONALIZE, PERSONALIZE_EPOCHS, EXPERIMENT_NAME = "personalize", "personalize-epochs", "experiment-name"
 
 
 def network_from(arrays: ArrayRecord, config: ConfigRecord) -> MoDL:
@@ -35,8 +51,9 @@ def _site(context: Context) -> SiteConfig:
     return SiteConfig.from_node_config(dict(context.node_config))
 
 
-def _reply(msg: Message, site: SiteConfig, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
+def _reply(msg: Message, site: SiteConfig, metrics: dict, arrays: ArrayRecord | None = None,
+           model: dict | None = None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name, **(model or {})})})
     if arrays is not None:
         content["arrays"] = arrays
     return Message(content=content, reply_to=msg)
@@ -68,3 +85,42 @@ def evaluate(msg: Message, context: Context) -> Message:
         scores = training.evaluate(net, test_set)
     return _reply(msg, site, {"loss": scores["loss"], "ssim": scores["ssim"], "psnr": scores["psnr"],
                               "num-examples": len(test_set)})
+
+
+def personalized_path(experiment: str, site: str) -> Path:
+    """Where a site keeps its personalized model of an experiment (in its own models directory).
+
+    The experiment's name comes from the server: one that is not a plain file name is refused, so that no
+    server can make a site write outside its models directory.
+    """
+    for part in (experiment, site):
+        if part in ("", ".", "..") or Path(part).name != part or "\\" in part:
+            raise UsageError(f"cannot keep a personalized model under the name {part!r}: use a plain name without "
+                             "slashes")
+    return models_dir() / "personalized" / experiment / f"{site}.pt"
+
+
+@app.train(PERSONALIZE)
+def personalize(msg: Message, context: Context) -> Message:
+    """Fine-tune the final global model on this site's training split; keep it here (see the module)."""
+    site = _site(context)
+    config = msg.content["config"]
+    net = network_from(msg.content["arrays"], config)
+    train_set, test_set = load_site_data(site)
+    with torch.no_grad():
+        before = training.evaluate(net, test_set)
+    epochs = int(config[PERSONALIZE_EPOCHS])
+    losses = training.train(net, train_set, epochs=epochs, batch_size=int(config.get(BATCH_SIZE, 4)),
+                            lr=float(config.get(LEARNING_RATE, 1e-3)), seed=site.seed)
+    with torch.no_grad():
+        after = training.evaluate(net, test_set)
+    experiment = str(config[EXPERIMENT_NAME])
+    path = personalized_path(experiment, site.name)
+    card = save_model(net, path, {"experiment_name": experiment, "site": site.name,
+                                  "training": {"data": "personalized", "from": "final global model",
+                                               "epochs": epochs, "train_count": len(train_set)},
+                                  "held_out": {"before": before, "after": after}})
+    metrics = {f"{when}-{key}": scores[key] for when, scores in (("before", before), ("after", after))
+               for key in ("loss", "ssim", "psnr")}
+    return _reply(msg, site, {**metrics, "train-loss": sum(losses) / len(losses), "num-examples": len(test_set)},
+                  model={"sha256": card["sha256"], "path": str(path)})

@@ -8,7 +8,6 @@ from flwr.app import ArrayRecord, Message
 from flwr.clientapp import ClientApp
 from sqlalchemy import select
 
-from cloudmri_kernel.catalog.db import Catalog
 from cloudmri_kernel.catalog.models import Experiment, Model
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.federated.experiment import FIRST_NODE_ID, ExperimentConfig, run_experiment
@@ -16,30 +15,14 @@ from cloudmri_kernel.federated.simulation import InProcessGrid
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.federated.sites import SiteConfig
 from cloudmri_kernel.recon.model_files import load_model
-from cloudmri_kernel.recon.unrolled import MoDLConfig
-
-ARCH = MoDLConfig(unrolls=1, cg_iterations=3, features=8, depth=3)
+from tests.federated.conftest import ARCH, tiny_sites
 
 
-def _sites(count=3):
-    kinds = [dict(coils=4, noise=0.01, contrast="t1"), dict(coils=8, noise=0.03, contrast="t2"),
-             dict(coils=6, noise=0.02, accel=3, pattern="uniform")]
-    return [SiteConfig(f"site{i}", matrix=32, calib=8, train_count=6, test_count=3, seed=i, **kinds[i])
-            for i in range(count)]
-
-
-@pytest.fixture
-def catalog(tmp_path):
-    catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
-    yield catalog
-    catalog.engine.dispose()
-
-
-@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "trimmed-mean", "krum"])
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam", "fedavgm", "trimmed-mean", "krum"])
 def test_every_strategy_runs_rounds_and_records_them(tmp_path, catalog, strategy):
     config = ExperimentConfig(name=f"exp-{strategy}", strategy=strategy, rounds=2, architecture=ARCH,
                               min_sites=2)
-    result = run_experiment(config, _sites(), tmp_path / "models", catalog=catalog, created_by="ada")
+    result = run_experiment(config, tiny_sites(), tmp_path / "models", catalog=catalog, created_by="ada")
     assert [r.trained for r in result.rounds] == [["site0", "site1", "site2"]] * 2
     assert all(set(r.evaluate) == {"site0", "site1", "site2"} for r in result.rounds)
     for r in result.rounds:
@@ -112,13 +95,14 @@ def _faulty(kind: str) -> ClientApp:
     return app
 
 
+@pytest.mark.parametrize("strategy", ["fedavg", "fedadam", "fedavgm"])
 @pytest.mark.parametrize(("kind", "reason"), [("drop", None), ("nan", "NaN"), ("absurd", "absurd")])
-def test_a_failing_or_bad_site_is_left_out_and_the_round_completes(tmp_path, catalog, kind, reason):
-    sites = _sites()
+def test_a_failing_or_bad_site_is_left_out_and_the_round_completes(tmp_path, catalog, kind, reason, strategy):
+    sites = tiny_sites()
     apps = {FIRST_NODE_ID: site_app, FIRST_NODE_ID + 1: site_app, FIRST_NODE_ID + 2: _faulty(kind)}
     grid = InProcessGrid(apps, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
-    result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH, min_sites=2), sites, tmp_path,
-                            catalog=catalog, grid=grid)
+    result = run_experiment(ExperimentConfig(strategy=strategy, rounds=1, architecture=ARCH, min_sites=2), sites,
+                            tmp_path, catalog=catalog, grid=grid)
     (record,) = result.rounds
     assert record.complete and record.trained == ["site0", "site1"]
     if kind == "drop":
@@ -134,7 +118,7 @@ def test_a_failing_or_bad_site_is_left_out_and_the_round_completes(tmp_path, cat
 
 
 def test_too_few_sites_keeps_the_global_model_and_says_so(tmp_path):
-    sites = _sites(2)
+    sites = tiny_sites(2)
     apps = {FIRST_NODE_ID: site_app, FIRST_NODE_ID + 1: _faulty("nan")}
     grid = InProcessGrid(apps, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
     result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH, min_sites=2), sites, tmp_path, grid=grid)
@@ -152,7 +136,7 @@ def test_bad_experiment_and_site_settings_are_refused(tmp_path):
     with pytest.raises(UsageError, match="at least 1"):
         ExperimentConfig(rounds=0)
     with pytest.raises(UsageError, match="unique"):
-        run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), [_sites(1)[0]] * 2, tmp_path)
+        run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), [tiny_sites(1)[0]] * 2, tmp_path)
     with pytest.raises(UsageError, match="data_dir"):
         SiteConfig("x", source="store")
     with pytest.raises(UsageError, match="unknown site settings"):
@@ -165,7 +149,7 @@ def test_sites_keep_their_own_data_apart():
     """Different sites, different data: no sample of one site appears at another."""
     from cloudmri_kernel.federated.sites import load_site_data
 
-    a, b = (load_site_data(s) for s in _sites(2))
+    a, b = (load_site_data(s) for s in tiny_sites(2))
     assert a[0][0].kspace.shape[0] == 4 and b[0][0].kspace.shape[0] == 8
     assert not np.allclose(np.abs(a[1][0].target), np.abs(b[1][0].target))
 
@@ -206,7 +190,7 @@ def test_rdp_epsilon_matches_the_closed_form_minimum():
 def test_differential_privacy_clips_adds_noise_and_reports_the_budget(tmp_path, catalog):
     from cloudmri_kernel.federated.aggregation import gaussian_epsilon
 
-    sites = _sites(2)
+    sites = tiny_sites(2)
     plain = run_experiment(ExperimentConfig(rounds=2, architecture=ARCH), sites, tmp_path / "plain")
     private = run_experiment(ExperimentConfig(rounds=2, architecture=ARCH, dp_noise_multiplier=2.0,
                                               dp_clipping_norm=0.5, dp_delta=1e-5),

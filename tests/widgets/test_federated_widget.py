@@ -5,6 +5,8 @@ afterwards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cloudmri_widgets import FederatedExperiment
 from cloudmri_widgets.federated import DEFAULT_SITES, NETWORK_SIZES, site_curves
@@ -130,6 +132,25 @@ def test_a_run_shows_every_round_and_records_the_final_model(tmp_path, catalog, 
     assert [r.kind for r in ledger.queue.find(form.final_sha256)] == ["model"]
     assert form.final_sha256 in form.message.value and form.experiment_id in form.message.value
     assert "queued for anchoring" in form.message.value
+
+
+def test_personalization_shows_each_sites_scores_before_and_after(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path / "site-models"))
+    form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=1)
+    form.name.value = "with-ft"
+    form.personalize_epochs.value = 1
+
+    result = form.run()
+
+    step = result.personalization
+    assert form.status == "finished" and step.epochs == 1 and sorted(step.sites) == ["siteA", "siteB", "siteC"]
+    for site, model in step.sites.items():
+        assert f"<td>{site}</td><td>{model.before['ssim']:.3f}</td><td>{model.after['ssim']:.3f}</td>" \
+            in form.message.value
+        assert Path(model.path).is_file() and file_sha256(model.path) == model.sha256
+    assert "Personalized (1 epochs at each site, kept there)" in form.message.value
+    with catalog.session() as session:
+        assert session.get(Experiment, form.experiment_id).config["personalize_epochs"] == 1
 
 
 def test_stop_after_the_first_round_keeps_that_round(tmp_path, catalog):

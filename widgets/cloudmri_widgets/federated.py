@@ -187,6 +187,9 @@ class FederatedExperiment(widgets.VBox):
         self.lr = widgets.FloatText(defaults.lr, description="Learning rate", style=style)
         self.min_sites = widgets.IntText(defaults.min_sites, description="Min sites per round", style=style,
                                          tooltip="fewest usable sites for a round to update the global model")
+        self.personalize_epochs = widgets.IntText(
+            defaults.personalize_epochs, description="Personalize epochs", style=style,
+            tooltip="after the last round each site fine-tunes the final model on its own data and keeps it; 0: off")
         self.network = widgets.ToggleButtons(options=list(NETWORK_SIZES), value="small", description="Network",
                                              style=style, tooltip="small: seconds per round; normal: MoDL's default")
         first = sites[0] if sites else SiteConfig("site")
@@ -208,14 +211,15 @@ class FederatedExperiment(widgets.VBox):
         self.start_button.on_click(lambda _button: self.start())
         self.stop_button.on_click(lambda _button: self.stop())
         for field in (self.name, self.rounds, self.strategy, self.local_epochs, self.lr, self.min_sites,
-                      self.network, self.matrix, self.calib):
+                      self.personalize_epochs, self.network, self.matrix, self.calib):
             field.observe(self._check_form, names="value")
         header = widgets.HBox([widgets.HTML(f"<b>{title}</b>", layout=widgets.Layout(width=width))
                                for title, width in _COLUMNS])
         super().__init__([self.name, widgets.HTML("<b>Sites</b> (each trains on its own synthetic data only)"),
                           header, self.sites_table, self.add_site_button, self.matrix, self.calib,
                           widgets.HBox([widgets.VBox([self.rounds, self.strategy, self.local_epochs]),
-                                        widgets.VBox([self.lr, self.min_sites, self.network])]),
+                                        widgets.VBox([self.lr, self.min_sites, self.personalize_epochs,
+                                                      self.network])]),
                           self.problems, widgets.HBox([self.start_button, self.stop_button, self.progress]),
                           self.message, self.figure, self.latest, self.participants], **kwargs)
         for site in sites:
@@ -290,7 +294,7 @@ class FederatedExperiment(widgets.VBox):
             raise UsageError(f"the learning rate must be above 0, got {self.lr.value}")
         config = ExperimentConfig(name=self.name.value.strip(), strategy=self.strategy.value,
                                   rounds=self.rounds.value, local_epochs=self.local_epochs.value, lr=self.lr.value,
-                                  min_sites=self.min_sites.value,
+                                  min_sites=self.min_sites.value, personalize_epochs=self.personalize_epochs.value,
                                   architecture=MoDLConfig(**NETWORK_SIZES[self.network.value]))
         if config.min_sites > len(self.site_rows):
             raise UsageError(f"min sites per round is {config.min_sites} but there are only "
@@ -405,8 +409,23 @@ class FederatedExperiment(widgets.VBox):
             return result
         self.status = "finished"
         self.progress.bar_style, self.progress.description = "success", "finished"
-        self._say(f"Finished {len(result.rounds)} rounds in {result.seconds:.0f} s.<br>{self._model_html()}")
+        self._say(f"Finished {len(result.rounds)} rounds in {result.seconds:.0f} s.<br>{self._model_html()}"
+                  f"{self._personalization_html(result.personalization)}")
         return result
+
+    @staticmethod
+    def _personalization_html(step) -> str:
+        """Each site's held-out SSIM before and after fine-tuning the final model on its own data."""
+        if step is None:
+            return ""
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{model.before['ssim']:.3f}</td>"
+                       f"<td>{model.after['ssim']:.3f}</td><td><code>{html.escape(model.path)}</code></td></tr>"
+                       for name, model in step.sites.items())
+        rows += "".join(f"<tr><td>{html.escape(name)}</td><td colspan='3'>failed: {html.escape(reason)}</td></tr>"
+                        for name, reason in step.failed.items())
+        return (f"<br>Personalized ({step.epochs} epochs at each site, kept there):<table class='fl-personalized'>"
+                "<tr><th>site</th><th>SSIM before</th><th>after</th><th>model at the site</th></tr>"
+                f"{rows}</table>")
 
     def _model_html(self) -> str:
         lines = [f"Global model: <code>{html.escape(self.final_path)}</code>",
