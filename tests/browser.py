@@ -119,24 +119,22 @@ window.ready = true;
 </script>"""
 
 
-def open_widget(browser, widget, module: str, snapshot: str, width: int = 1100, height: int = 700):
-    """A page showing a Cloud-MRI anywidget through its ES module and CSS exactly as shipped (``module``.js and
-    ``module``.css of ``cloudmri_widgets``), with a minimal stand-in for
+def open_widget(browser, widget, snapshot: str, width: int = 1100, height: int = 700):
+    """A page showing an anywidget through its ES module and CSS exactly as anywidget sends them (``widget._esm``,
+    ``widget._css``), with a minimal stand-in for
     anywidget's model (get/set/on/off/save_changes/send) holding the state and binary buffers the widget would
     send over the comm; everything is served from memory (nothing is downloaded).
 
     ``snapshot`` is a JavaScript function of the state whose result each ``save_changes()`` appends to
     ``window.saved`` (what the comm would carry to the kernel); ``send(content)`` appends to ``window.sent``.
     """
-    import cloudmri_widgets
     from ipywidgets.widgets.widget import _remove_buffers
 
-    package = Path(cloudmri_widgets.__file__).parent
     state, paths, buffers = _remove_buffers(widget.get_state())
     files = {
         "/": (WIDGET_PAGE.replace("SNAPSHOT", snapshot).encode(), "text/html"),
-        "/widget.js": ((package / f"{module}.js").read_bytes(), "text/javascript"),
-        "/widget.css": ((package / f"{module}.css").read_bytes(), "text/css"),
+        "/widget.js": (widget._esm.encode(), "text/javascript"),
+        "/widget.css": (widget._css.encode(), "text/css"),
         "/state.json": (json.dumps({**state, "__buffer_paths": paths}).encode(), "application/json"),
         **{f"/buffer{i}.bin": (bytes(b), "application/octet-stream") for i, b in enumerate(buffers)},
     }

@@ -2,8 +2,8 @@
 reach the Python widget as the comm would deliver them; select, delete and undo; a screenshot for the docs; and
 the same in a real Voilà page, where anywidget's front end carries the state to the kernel and back.
 
-As for the viewer, the page imports ``labeler.js`` exactly as shipped and hands it a minimal stand-in for the
-anywidget model holding the state and binary buffers :class:`Labeler` sends.
+As for the viewer, the page imports the labeler's ES module exactly as anywidget sends it and hands it a minimal
+stand-in for the anywidget model holding the state and binary buffers :class:`Labeler` sends.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SNAPSHOT = """(state) => ({ rois: state.rois, selected: state.selected, slice: s
 
 
 def _open(browser, labeler: Labeler, width=900, height=700):
-    return open_widget(browser, labeler, "labeler", SNAPSHOT, width, height)
+    return open_widget(browser, labeler, SNAPSHOT, width, height)
 
 
 def _apply(labeler: Labeler, saved: dict) -> None:

@@ -1,9 +1,9 @@
 """The viewer's ES module in Debian's Chromium: drag window/level, scroll, pan, phase, difference and profile.
 
-The page imports ``viewer.js`` exactly as shipped and hands it a minimal stand-in for the anywidget model
-(get/set/on/off/save_changes) holding the state and binary buffers that :class:`Viewer` would send over the
-comm. Pixels are read back from the canvases; the state the page saves is applied to the Python widget as the
-comm would. Screenshots for the docs go to ``docs/images/viewer*.png``.
+The page imports the viewer's ES module exactly as anywidget sends it (``tests.browser.open_widget``) and hands it
+a minimal stand-in for the anywidget model (get/set/on/off/save_changes) holding the state and binary buffers that
+:class:`Viewer` would send over the comm. Pixels are read back from the canvases; the state the page saves is
+applied to the Python widget as the comm would. Screenshots for the docs go to ``docs/images/viewer*.png``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SNAPSHOT = """(state) => Object.fromEntries(["slice", "indices", "window", "leve
 
 
 def _open(browser, viewer: Viewer, width=1100, height=700):
-    return open_widget(browser, viewer, "viewer", SNAPSHOT, width, height)
+    return open_widget(browser, viewer, SNAPSHOT, width, height)
 
 
 def _settle(page):

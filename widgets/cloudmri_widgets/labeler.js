@@ -11,29 +11,6 @@ const SHAPES = ["polygon", "rectangle", "ellipse"];
 const TOOLS = [...SHAPES, "brush", "eraser", "select"];
 const CLOSE_DISTANCE = 8; // screen pixels from the first vertex that close a polygon
 
-// Bytes arrive as a DataView (anywidget), an ArrayBuffer or a typed array at any offset: copy them once.
-function toBytes(value) {
-  if (!value) return new Uint8Array(0);
-  let bytes;
-  if (value instanceof ArrayBuffer) bytes = new Uint8Array(value);
-  else if (ArrayBuffer.isView(value)) bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  else throw new TypeError(`cloudmri labeler: expected bytes, got ${typeof value}`);
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return copy;
-}
-
-function clamp(value, lo, hi) {
-  return Math.min(hi, Math.max(lo, value));
-}
-
-function element(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  for (const child of children) node.append(child);
-  return node;
-}
-
 function rgb(hex) {
   const value = parseInt(hex.replace("#", ""), 16);
   return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
@@ -82,9 +59,9 @@ function build(model, el) {
 
   const [nslices, ny, nx] = model.get("shape");
   const frameSize = nx * ny;
-  const bytes = toBytes(model.get("image"));
+  const bytes = toBytes(model.get("image"), "labeler");
   const image = new Float32Array(bytes.buffer);
-  let mask = toBytes(model.get("mask"));
+  let mask = toBytes(model.get("mask"), "labeler");
   let draft = null; // the shape or stroke being drawn: {kind, points} in image pixels
   let hover = "";
 
@@ -461,7 +438,7 @@ function build(model, el) {
   };
 
   listen("mask", () => {
-    mask = toBytes(model.get("mask"));
+    mask = toBytes(model.get("mask"), "labeler");
     redraw();
   });
   for (const name of ["rois", "slice", "tool", "label", "window", "level", "size", "selected", "can_undo",

@@ -30,6 +30,7 @@ import traitlets
 
 from cloudmri_kernel.client import ServiceError
 from cloudmri_kernel.errors import CloudMRIError
+from cloudmri_widgets.esm import es_module
 from cloudmri_widgets.viewer import _as_volume, _percentile_window
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class Labeler(anywidget.AnyWidget):
         TypeError, ValueError: the image is not a numeric volume, or the vocabulary is empty or repeats a name.
     """
 
-    _esm = Path(__file__).with_name("labeler.js")
+    _esm = es_module("labeler.js")
     _css = Path(__file__).with_name("labeler.css")
 
     image = traitlets.Bytes(help="float32 magnitude (slices, y, x), C order").tag(sync=True)

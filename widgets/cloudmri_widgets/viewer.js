@@ -8,28 +8,8 @@
 const PALETTE = ["#2b6cb0", "#c53030", "#2f855a", "#b7791f", "#6b46c1", "#319795"];
 const PROFILE_SIZE = [360, 120];
 
-// The bytes arrive as a DataView (anywidget), an ArrayBuffer or a typed array, at any byte offset: copy them to
-// an aligned buffer once, so that the Float32Array view is legal and independent of the message buffer.
 function toFloat32(value) {
-  if (!value) return new Float32Array(0);
-  let bytes;
-  if (value instanceof ArrayBuffer) bytes = new Uint8Array(value);
-  else if (ArrayBuffer.isView(value)) bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  else throw new TypeError(`cloudmri viewer: expected bytes, got ${typeof value}`);
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return new Float32Array(copy.buffer);
-}
-
-function clamp(value, lo, hi) {
-  return Math.min(hi, Math.max(lo, value));
-}
-
-function element(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  for (const child of children) node.append(child);
-  return node;
+  return new Float32Array(toBytes(value, "viewer").buffer);
 }
 
 // Bilinear sample with pixel centres at +0.5, clamped at the edges: the same rule as Viewer.profile_values().

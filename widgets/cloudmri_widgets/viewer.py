@@ -25,6 +25,8 @@ import anywidget
 import numpy as np
 import traitlets
 
+from cloudmri_widgets.esm import es_module
+
 if TYPE_CHECKING:
     from cloudmri_kernel.client import Client
 
@@ -94,7 +96,7 @@ class Viewer(anywidget.AnyWidget):
         ValueError: a series is empty, not at least 2-D, holds NaN/inf, or the series' shapes differ.
     """
 
-    _esm = Path(__file__).with_name("viewer.js")
+    _esm = es_module("viewer.js")
     _css = Path(__file__).with_name("viewer.css")
 
     magnitude = traitlets.Bytes(help="float32 magnitude (real data: the values), all series, C order").tag(sync=True)
