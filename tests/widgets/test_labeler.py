@@ -165,7 +165,7 @@ def test_save_and_load_keep_each_readers_label_set_apart(alice, bob, widget_serv
     image = alice.images(series_id)
     drawn = _drawn(image)
     assert drawn.save(alice, series_id, "tumour-board") is True
-    assert "Saved 2 ROI(s)" in drawn.message and "reader alice" in drawn.message
+    assert "Saved 2 ROI(s)" in drawn.message and "reader alice" in drawn.message and drawn.message_ok
 
     (stored,) = alice.labels(series_id, reader="alice")
     assert (stored["name"], stored["reader"], stored["vocabulary"]) == ("tumour-board", "alice", ["lesion", "liver"])
@@ -206,6 +206,7 @@ def test_an_expired_token_is_explained_and_the_drawing_is_kept(widget_service, s
     with widget_service.client("expired") as expired:
         assert drawn.save(expired, series_id, "expired-try") is False
     assert drawn.message.startswith("Not saved: the service did not accept your token (401")
+    assert not drawn.message_ok  # shown as a problem
     assert "Your drawing is kept" in drawn.message
     np.testing.assert_array_equal(drawn.masks(), before)
     assert [s["name"] for s in alice.labels(series_id) if s["name"] == "expired-try"] == []

@@ -83,7 +83,7 @@ function build(model, el) {
     for (const [name, value] of Object.entries(changes)) model.set(name, value);
     model.save_changes();
   };
-  const say = (text) => commit({ message: text });
+  const say = (text) => commit({ message: text, message_ok: false });
   const button = (bar, text, title, onClick) => {
     const node = element("button", { textContent: text, title, type: "button" });
     node.addEventListener("click", () => {
@@ -431,6 +431,7 @@ function build(model, el) {
       `${model.get("label")} · W ${model.get("window").toPrecision(3)} L ${model.get("level").toPrecision(3)} · ` +
       `zoom ${model.get("zoom").toFixed(2)}×${hover ? ` · ${hover}` : ""}`;
     message.textContent = model.get("message");
+    message.classList.toggle("cml-ok", model.get("message_ok"));
   };
   let pending = 0;
   const redraw = () => {
@@ -442,7 +443,7 @@ function build(model, el) {
     redraw();
   });
   for (const name of ["rois", "slice", "tool", "label", "window", "level", "size", "selected", "can_undo",
-    "message", "brush_radius", "zoom", "pan"]) listen(name, redraw);
+    "message", "message_ok", "brush_radius", "zoom", "pan"]) listen(name, redraw);
   listen("presets", () => {
     drawPresets();
     redraw();

@@ -152,6 +152,8 @@ class Labeler(anywidget.AnyWidget):
     selected = traitlets.Int(-1, help="index in rois of the selected ROI, -1 for none").tag(sync=True)
     can_undo = traitlets.Bool(False, help="whether there is a change to take back").tag(sync=True)
     message = traitlets.Unicode("", help="what went wrong or what was saved, for the reader").tag(sync=True)
+    message_ok = traitlets.Bool(False, help="the message reports a success (shown plain, not as a problem)").tag(
+        sync=True)
 
     def __init__(self, data, vocabulary: Mapping[str, str] | Sequence[str], size: int = 512,
                  presets: Mapping[str, Sequence[float]] | None = None, **kwargs):
@@ -244,18 +246,18 @@ class Labeler(anywidget.AnyWidget):
             if error.status == 409 and isinstance(error.detail, dict):
                 theirs = error.detail.get("stored") or {"rois": [], "version": 0}
                 self.versions[key] = theirs["version"]
-                self.message = (f"Not saved: label set '{name}' of series {series_id} was saved meanwhile "
-                                f"elsewhere ({len(theirs['rois'])} ROI(s), version {theirs['version']}). Your "
-                                "drawing is kept here: save again to replace that set with it, or load to see it.")
+                self._tell(f"Not saved: label set '{name}' of series {series_id} was saved meanwhile elsewhere "
+                           f"({len(theirs['rois'])} ROI(s), version {theirs['version']}). Your drawing is kept "
+                           "here: save again to replace that set with it, or load to see it.")
                 return False
-            self.message = f"Not saved: {_problem(error)}"
+            self._tell(f"Not saved: {_problem(error)}")
             return False
         except CloudMRIError as error:
-            self.message = f"Not saved: {error}. Your drawing is kept here; try again."
+            self._tell(f"Not saved: {error}. Your drawing is kept here; try again.")
             return False
         self.versions[key] = stored["version"]
-        self.message = f"Saved {len(self.rois)} ROI(s) and the painted mask as label set '{name}' of series " \
-                       f"{series_id} (reader {stored['reader']})."
+        self._tell(f"Saved {len(self.rois)} ROI(s) and the painted mask as label set '{name}' of series "
+                   f"{series_id} (reader {stored['reader']}).", ok=True)
         return True
 
     def load(self, client: Client, series_id: str, name: str = "default") -> bool:
@@ -267,17 +269,17 @@ class Labeler(anywidget.AnyWidget):
             me = client.whoami()["user"]
             found = [s for s in client.labels(series_id, reader=me) if s["name"] == name]
         except CloudMRIError as error:
-            self.message = f"Not loaded: {_problem(error) if isinstance(error, ServiceError) else error}"
+            self._tell(f"Not loaded: {_problem(error) if isinstance(error, ServiceError) else error}")
             return False
         if not found:
             self.versions[(series_id, name)] = 0
-            self.message = f"You have no label set '{name}' on series {series_id} yet."
+            self._tell(f"You have no label set '{name}' on series {series_id} yet.", ok=True)
             return False
         stored = found[0]["rois"]
         unknown = sorted({roi.get("label") for roi in stored} - set(self.names))
         if unknown:
-            self.message = f"Not loaded: the label set uses label(s) {unknown} that are not in this vocabulary " \
-                           f"{self.names}: create the labeler with the project's vocabulary."
+            self._tell(f"Not loaded: the label set uses label(s) {unknown} that are not in this vocabulary "
+                       f"{self.names}: create the labeler with the project's vocabulary.")
             return False
         slices, ny, nx = self.shape
         painted = np.zeros((slices, ny * nx), np.uint8)
@@ -292,7 +294,7 @@ class Labeler(anywidget.AnyWidget):
         with self.hold_sync():
             self.rois, self.mask, self.selected = shapes, painted.tobytes(), -1
         self.versions[(series_id, name)] = found[0]["version"]
-        self.message = f"Loaded label set '{name}' of series {series_id}: {len(shapes)} ROI(s)."
+        self._tell(f"Loaded label set '{name}' of series {series_id}: {len(shapes)} ROI(s).", ok=True)
         return True
 
     def _remember(self, change) -> None:
@@ -302,6 +304,11 @@ class Labeler(anywidget.AnyWidget):
         mask = change["old"] if change["name"] == "mask" else self.mask
         self._history = [*self._history[-(UNDO_DEPTH - 1):], (rois, mask)]
         self.can_undo = True
+
+    def _tell(self, text: str, ok: bool = False) -> None:
+        """Show ``text`` under the image: a problem (the default) or, with ``ok``, a plain report."""
+        with self.hold_sync():
+            self.message_ok, self.message = ok, text
 
     def _on_message(self, _widget, content: dict[str, Any], _buffers) -> None:
         if content.get("event") == "undo":
@@ -342,8 +349,8 @@ class Labeler(anywidget.AnyWidget):
                 roi = {**roi, "points": clamped.tolist()}
             kept.append(roi)
         if dropped:
-            self.message = (f"ROI(s) {dropped} lay outside the {nx} x {ny} image and were not kept; points off "
-                            "the image are moved to its edge.")
+            self._tell(f"ROI(s) {dropped} lay outside the {nx} x {ny} image and were not kept; points off "
+                       "the image are moved to its edge.")
         return kept
 
     @traitlets.validate("mask")
