@@ -246,8 +246,9 @@ def bart_regularization(method: str, lamda: float) -> list[str]:
     return ["-R", f"{'W' if method == 'l1-wavelet' else 'T'}:7:0:{lamda:g}"]
 
 
-def run_case(case: Case, repeats: int, bart: Bart, maps_timing: bool) -> tuple[list[Row], dict | None, float]:
-    """Rows of the three methods, optionally the coil-map timings, and the net acceleration."""
+def run_case(case: Case, repeats: int, bart: Bart, maps_timing: bool,
+             methods: tuple[str, ...] = METHODS) -> tuple[list[Row], dict | None, float]:
+    """Rows of ``methods``, optionally the coil-map timings, and the net acceleration."""
     import numpy as np
     from sigpy.mri.app import EspiritCalib
 
@@ -260,6 +261,8 @@ def run_case(case: Case, repeats: int, bart: Bart, maps_timing: bool) -> tuple[l
     kspace_file, maps_file = bart.write("kspace", kspace), bart.write("maps", maps)
     rows = []
     for method, (lamda, iterations) in method_settings().items():
+        if method not in methods:
+            continue
         ours(method, kspace, maps, mask, lamda, WARM_UP_ITERATIONS)
         sigpy_recon(method, kspace, maps, lamda, WARM_UP_ITERATIONS)
         calls = {"ours": partial(ours, method, kspace, maps, mask, lamda, iterations),
@@ -396,6 +399,8 @@ def summary(rows: list[Row]) -> list[str]:
 
     for method in METHODS:
         group = [r for r in rows if r.method == method]
+        if not group:
+            continue
         quality = [r.scores["ours"].nrmse / min(r.scores["BART"].nrmse, r.scores["SigPy"].nrmse) for r in group]
         lines.append(f"| {method} | {stats([r.seconds['ours'] / r.seconds['BART'] for r in group])} | "
                      f"{stats([r.seconds['ours'] / r.seconds['SigPy'] for r in group])} | {stats(quality)} | "
@@ -417,6 +422,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads for every method")
     parser.add_argument("--markdown", type=Path, help="also write the tables, command line and machine here")
     parser.add_argument("--grappa-file", type=Path, default=GRAPPA_FILE, help="real GRAPPA dataset (MRD)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="methods to run (default all); the real-data part runs only with sense")
+    parser.add_argument("--matrices", nargs="+", type=int, choices=(128, 256), default=[128, 256],
+                        help="phantom matrix sizes of the full grid to run (default both)")
     args = parser.parse_args()
     if shutil.which("bart") is None:
         raise SystemExit("needs BART's `bart` command on PATH (apt-get install bart; ./workbench setup does)")
@@ -425,7 +434,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
-    grid = QUICK_GRID if args.quick else FULL_GRID
+    methods = tuple(m for m in METHODS if m in args.methods)
+    grid = [case for case in (QUICK_GRID if args.quick else FULL_GRID) if case.matrix in args.matrices]
+    if not grid:
+        raise SystemExit(f"no case of {'the quick' if args.quick else 'the full'} grid has matrix {args.matrices}")
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows, nets, map_times = [], {}, {}
@@ -434,17 +446,17 @@ def main() -> None:
         startup = bart_startup(repeats, bart)
         # Every method, BART's process included, ran ~40 % slower in the first case of a fresh process than when
         # the same case was repeated; one untimed pass keeps that out of the table.
-        run_case(grid[0], 1, bart, False)
+        run_case(grid[0], 1, bart, False, methods)
         for number, case in enumerate(grid, 1):
             config = (case.matrix, case.coils)
-            case_rows, timing, nets[case.label] = run_case(case, repeats, bart, config not in map_times)
+            case_rows, timing, nets[case.label] = run_case(case, repeats, bart, config not in map_times, methods)
             if timing is not None:
                 map_times[config] = timing
             rows.extend(case_rows)
             print(f"[{number}/{len(grid)}] {case.label} done after {time.perf_counter() - started:.0f} s",
                   file=sys.stderr, flush=True)
         grappa = None
-        if not args.quick:
+        if not args.quick and "sense" in methods:
             if args.grappa_file.exists():
                 grappa = run_grappa_file(args.grappa_file, repeats, bart)
             else:

@@ -196,14 +196,18 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
         wavelet: orthogonal pywt wavelet name.
         level: decomposition levels (default: see ``coarsest``).
         coarsest: with ``level`` None, decompose only while the coarse scale keeps at least this many pixels
-            on its shorter side, as BART's ``pics`` does (16); None: the most levels the image and filter allow,
-            as SigPy. Fewer, finer levels matter at small matrices: at 128² and R = 4–6 they lower NRMSE by
-            10–15 % on the benchmark phantom.
+            on its shorter side (16: 3 levels at 128², 4 at 256²); None: the most levels the image and filter
+            allow, as SigPy. BART's ``pics`` (``minsize`` 16) decomposes while a band still has 16 samples, and
+            its symmetric-border bands hold (n + 3) / 2, so it takes one level more (4 at 128²); on the 128²
+            benchmark phantoms 3 and 4 levels give the same NRMSE within 1 % (``benchmarks/wavelet_gap.py``).
         normalize: scale the data as BART's ``pics`` does before solving, and the image back after.
         random_shift: cycle spinning, as BART's ``pics`` does by default: every proximal step thresholds the
             wavelet coefficients of the image circularly shifted by a random offset (below the coarsest scale)
             and shifts back. This removes the blocky artefacts of a shift-variant transform; the objective then
-            changes from step to step, so ``tol`` compares iterates and the reported objective is approximate.
+            changes from step to step, so ``tol`` compares iterates, the reported objective is approximate, and
+            the result is the mean of the last fifth of the iterates (20 of 100), each thresholded under another
+            shift, rather than the one with the lowest reported objective (which would rank iterates by
+            penalties under different shifts; see :func:`~cloudmri_kernel.recon.solvers.fista`).
         seed: seed of the shifts, so that a reconstruction is reproducible.
         device: torch device to compute on.
 
@@ -237,7 +241,8 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
     lipschitz = max_eigenvalue(normal, model.ishape, device=maps.device)
     if lipschitz == 0:
         raise InvalidDataError("the forward model is zero: the coil maps are all zero")
-    solved = fista(normal, model.H(y / scale), prox, 1.0 / lipschitz, max_iter=max_iter, tol=tol)
+    solved = fista(normal, model.H(y / scale), prox, 1.0 / lipschitz, max_iter=max_iter, tol=tol,
+                   keep_best=not random_shift, average=max(1, max_iter // 5))
     return _result(solved, scale, maps)
 
 

@@ -16,7 +16,7 @@ from cloudmri_kernel.recon.iterative import (
     reconstruct_nufft_sense,
     reconstruct_sense,
 )
-from cloudmri_kernel.recon.operators import Identity, Multiply
+from cloudmri_kernel.recon.operators import Identity, Multiply, SenseOperator, Wavelet
 from cloudmri_kernel.recon.solvers import conjugate_gradient, fista, max_eigenvalue, primal_dual_l1
 from tests.recon.phantoms import cartesian_slice, non_cartesian_slice
 
@@ -262,6 +262,59 @@ def test_solvers_raise_on_nan_and_fista_returns_its_best_iterate():
     objective = 0.5 * float(torch.vdot(result.x, normal(result.x)).real) - float(torch.vdot(result.x, rhs).real)
     objective += 0.3 * float(result.x.abs().sum())
     assert objective == pytest.approx(min(result.objectives), abs=1e-6)
+
+
+def test_fista_returns_the_last_iterate_when_the_prox_varies():
+    normal = Multiply(torch.tensor([1.0, 0.5, 0.25, 2.0]), (4,)).normal()
+    rhs = torch.ones(4, dtype=torch.complex64)
+    outputs = []
+
+    def prox(v, t):
+        # As under cycle spinning: each step reports its penalty under another transform, here one far lower
+        # at the third step, so "lowest objective" would return that early iterate.
+        outputs.append(v.clone())
+        return v, -1e3 if len(outputs) == 3 else 0.0
+
+    assert torch.equal(fista(normal, rhs, prox, step=0.25, max_iter=10, tol=0.0).x, outputs[2])
+    outputs.clear()
+    assert torch.equal(fista(normal, rhs, prox, step=0.25, max_iter=10, tol=0.0, keep_best=False).x, outputs[-1])
+    outputs.clear()
+    averaged = fista(normal, rhs, prox, step=0.25, max_iter=10, tol=0.0, keep_best=False, average=4).x
+    assert torch.allclose(averaged, torch.stack(outputs[-4:]).mean(dim=0))
+    outputs.clear()
+    everything = fista(normal, rhs, prox, step=0.25, max_iter=3, tol=0.0, keep_best=False, average=20).x
+    assert torch.allclose(everything, torch.stack(outputs).mean(dim=0))
+
+
+def _wavelet_objective(image, kspace, csm, mask, lamda, level):
+    """½‖MFSx − y‖² + λ‖Ψx‖₁ with the recipe's db2 wavelet."""
+    image = torch.as_tensor(image)
+    weights = torch.as_tensor(mask, dtype=torch.float32)[:, None]
+    model = SenseOperator(torch.as_tensor(csm, dtype=torch.complex64), weights)
+    residual = model(image) - torch.as_tensor(kspace * mask[None, :, None], dtype=torch.complex64)
+    penalty = Wavelet(image.shape, "db2", level)(image).abs().sum()
+    return 0.5 * float(torch.linalg.vector_norm(residual)) ** 2 + lamda * float(penalty)
+
+
+def test_l1_wavelet_without_cycle_spinning_converges_in_the_recipes_iterations(poisson_r4):
+    kspace, mask, _, csm = poisson_r4
+    settings = {"lamda": 0.005, "tol": 0.0, "wavelet": "db2", "coarsest": 16}
+    objectives = [_wavelet_objective(reconstruct_cs_wavelet(kspace, csm, mask, max_iter=n, **settings).image,
+                                     kspace, csm, mask, 0.005, 3) for n in (100, 400)]
+    # Measured 5.046084 and 5.046076 (1.6e-6 apart, relatively): without shifts FISTA at 1/L has converged by the
+    # recipe's 100 iterations, so more iterations cannot be what closes a quality gap.
+    assert objectives[0] - objectives[1] <= 1e-5 * abs(objectives[1])
+
+
+def test_cycle_spinning_quality_is_stable_across_seeds(poisson_r4):
+    kspace, mask, phantom, csm = poisson_r4
+    errors = [nrmse(reconstruct_cs_wavelet(kspace, csm, mask, lamda=0.005, max_iter=100, tol=0.0, wavelet="db2",
+                                           random_shift=True, coarsest=16, seed=seed).image, phantom)
+              for seed in range(3)]
+    # Measured 0.0583, 0.0567, 0.0561 with the mean of the last 20 iterates; the last iterate alone gave 0.0631,
+    # 0.0596, 0.0614, and the "lowest reported objective" an arbitrary earlier iterate (benchmarks/wavelet_gap.py).
+    assert max(errors) <= 0.061
+    assert max(errors) - min(errors) <= 0.004
 
 
 def test_primal_dual_without_regularization_is_least_squares():
