@@ -4,7 +4,7 @@ On a few of ``recon_vs_peers.py``'s phantoms (same construction, same ESPIRiT ma
 
 * NRMSE against the ground truth of BART's ``pics -R W:7:0:λ -w 1`` at 30 to 1000 iterations and of ours
   (3 cycle-spinning seeds each) in several variants: the recipe (db2, 3 levels, cycle spinning, the mean of the
-  last fifth of the iterates) at 30 to 1000 iterations, FISTA's last iterate, the iterate it used to return
+  last half of the iterates) at 30 to 1000 iterations, FISTA's last iterate, the iterate it used to return
   (lowest reported objective), 4 levels (BART's
   count), no cycle spinning, and BART's own wavelet emulated in NumPy (pywt's half-sample ``symmetric`` borders,
   which is what BART's ``src/wavelet/wavelet.c`` implements: ``coord()`` mirrors at the borders and each band has
@@ -143,7 +143,7 @@ def gap_case(case: Case, bart: Bart, seeds: int) -> list[str]:
         add("BART pics", iters, bart.read("out"))
     for seed in range(seeds):
         for iters in (30, iterations, 300, 1000):
-            ours(f"ours: recipe ({levels} levels), mean of the last fifth of the iterates", iters, seed=seed)
+            ours(f"ours: recipe ({levels} levels), mean of the last half of the iterates", iters, seed=seed)
         solved = fista(normal, rhs, shifted_wavelet_prox(reference, lamda, seed), 1.0 / lipschitz,
                        max_iter=iterations, tol=0.0, keep_best=True)
         add(f"ours: recipe, lowest reported objective (before; iteration {int(np.argmin(solved.objectives)) + 1}, "
@@ -151,7 +151,7 @@ def gap_case(case: Case, bart: Bart, seeds: int) -> list[str]:
         solved = fista(normal, rhs, shifted_wavelet_prox(reference, lamda, seed), 1.0 / lipschitz,
                        max_iter=iterations, tol=0.0, keep_best=False)
         add("ours: recipe, last iterate", iterations, solved.x.numpy() * support)
-        ours(f"ours: {levels + 1} levels (BART's count), mean of the last fifth", iterations, seed=seed,
+        ours(f"ours: {levels + 1} levels (BART's count), mean of the last half", iterations, seed=seed,
              level=levels + 1, coarsest=None)
         prox, bart_levels = bart_wavelet_prox(shape, lamda, seed)
         solved = fista(normal, rhs, prox, 0.95, max_iter=iterations, tol=0.0, keep_best=False)

@@ -183,6 +183,8 @@ def fista(normal_op: Operator, rhs: torch.Tensor, prox: Prox, step: float, x0: t
         Beck A, Teboulle M. SIAM J Imaging Sci 2009;2:183-202.
         Polyak BT, Juditsky AB. Acceleration of stochastic approximation by averaging. SIAM J Control Optim
         1992;30:838-855.
+        Rakhlin A, Shamir O, Sridharan K. Making gradient descent optimal for strongly convex stochastic
+        optimization. ICML 2012 (suffix averaging: the mean of the last iterates only).
         Coifman RR, Donoho DL. Translation-invariant de-noising. Wavelets and Statistics, 1995.
     """
     _check_rhs(rhs, "FISTA")
