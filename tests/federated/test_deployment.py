@@ -52,6 +52,38 @@ def _wait_for(predicate, timeout: float, what: str, processes) -> None:
         time.sleep(0.5)
 
 
+CLOUDMRI = [sys.executable, "-m", "cloudmri_kernel"]
+SITES = {"charite": (4, 0), "ruijin": (8, 10)}  # site: (coils, seed) of its stored phantom scans
+
+
+def loopback_deployment(tmp_path: Path, aggregator_env: dict, site_env) -> tuple[int, list[ProcessGroup]]:
+    """A SuperLink (data directory ``tmp_path/aggregator``, environment ``aggregator_env``) and one ``cloudmri fl
+    site`` per site of :data:`SITES` over its own encrypted store (environment ``site_env(site)``), not started;
+    the SuperLink's port and the processes, SuperLink first."""
+    for site, (coils, seed) in SITES.items():
+        _site_store(tmp_path / site, site, coils, seed)
+    port = free_port()
+    (tmp_path / "aggregator").mkdir()
+    superlink = ProcessGroup([*CLOUDMRI, "fl", "superlink", "--insecure", "--port", str(port)],
+                             {**aggregator_env, "CLOUDMRI_DATA_DIR": str(tmp_path / "aggregator")},
+                             tmp_path / "superlink.log")
+    nodes = [ProcessGroup([*CLOUDMRI, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}",
+                           "--insecure", "--port", str(free_port()), "--data-dir", str(tmp_path / site),
+                           "--set", "calib=8", "--set", "test_count=2"], site_env(site), tmp_path / f"{site}.log")
+             for site in SITES]
+    return port, [superlink, *nodes]
+
+
+def start_deployment(processes: list[ProcessGroup]) -> None:
+    """Start the SuperLink, then the sites, and wait until both sites are connected."""
+    superlink, *nodes = processes
+    superlink.start()
+    _wait_for(lambda: "Uvicorn running" in superlink.log_since_start(), 60, "SuperLink start", processes)
+    for node in nodes:
+        node.start()
+    _wait_for(lambda: superlink.log_since_start().count("Activated node_id") >= 2, 60, "sites connect", processes)
+
+
 def _opened(prefix: Path) -> set[str]:
     paths = set()
     for log in prefix.parent.glob(prefix.name + ".*"):
@@ -60,33 +92,15 @@ def _opened(prefix: Path) -> set[str]:
 
 
 def test_loopback_deployment_trains_across_sites_and_the_aggregator_never_opens_a_site_store(tmp_path):
-    cloudmri = [sys.executable, "-m", "cloudmri_kernel"]
     base = {**os.environ, "PYTHONPATH": str(AUDIT_DIR)}
-    sites = {"charite": (4, 0), "ruijin": (8, 10)}
-    for site, (coils, seed) in sites.items():
-        _site_store(tmp_path / site, site, coils, seed)
-    port = free_port()
     aggregator_dir = tmp_path / "aggregator"
-    aggregator_dir.mkdir()
-    superlink = ProcessGroup([*cloudmri, "fl", "superlink", "--insecure", "--port", str(port)],
-                             {**base, "CLOUDMRI_DATA_DIR": str(aggregator_dir),
-                              "CLOUDMRI_OPEN_LOG": str(tmp_path / "open-aggregator")},
-                             tmp_path / "superlink.log")
-    nodes = [ProcessGroup([*cloudmri, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}",
-                           "--insecure", "--port", str(free_port()), "--data-dir", str(tmp_path / site),
-                           "--set", "calib=8", "--set", "test_count=2"],
-                          {**base, "CLOUDMRI_OPEN_LOG": str(tmp_path / f"open-{site}")}, tmp_path / f"{site}.log")
-             for site in sites]
-    processes = [superlink, *nodes]
+    port, processes = loopback_deployment(
+        tmp_path, {**base, "CLOUDMRI_OPEN_LOG": str(tmp_path / "open-aggregator")},
+        lambda site: {**base, "CLOUDMRI_OPEN_LOG": str(tmp_path / f"open-{site}")})
     try:
-        superlink.start()
-        _wait_for(lambda: "Uvicorn running" in superlink.log_since_start(), 60, "SuperLink start", processes)
-        for node in nodes:
-            node.start()
-        _wait_for(lambda: superlink.log_since_start().count("Activated node_id") >= 2, 60, "sites connect",
-                  processes)
+        start_deployment(processes)
         (tmp_path / "exp.yaml").write_text(EXPERIMENT)
-        run = subprocess.run([*cloudmri, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
+        run = subprocess.run([*CLOUDMRI, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
                               f"127.0.0.1:{port}", "--insecure", "--out", str(tmp_path / "models")],
                              capture_output=True, text=True, timeout=600, env=base)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -109,13 +123,13 @@ def test_loopback_deployment_trains_across_sites_and_the_aggregator_never_opens_
     _, card = load_model(tmp_path / "models" / "round-2.pt", expected_sha256=final.sha256)
     assert card["round"] == 2
 
-    stores = [str(tmp_path / site / "store") for site in sites]
+    stores = [str(tmp_path / site / "store") for site in SITES]
     aggregator_opened = _opened(tmp_path / "open-aggregator")
     assert any("flwr" in path for path in aggregator_opened), "the audit hook did not run in the aggregator"
     assert not [p for p in aggregator_opened if any(p.startswith(store) for store in stores)]
-    for site in sites:
+    for site in SITES:
         site_opened = _opened(tmp_path / f"open-{site}")
         own = [p for p in site_opened if p.startswith(str(tmp_path / site / "store"))]
-        other = [p for s in sites if s != site for p in site_opened if p.startswith(str(tmp_path / s / "store"))]
+        other = [p for s in SITES if s != site for p in site_opened if p.startswith(str(tmp_path / s / "store"))]
         assert own, f"{site} never read its own store"
         assert not other, f"{site} opened another site's store"

@@ -4,7 +4,6 @@ scores before and after; the experiment and the catalog record them per site."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -26,10 +25,9 @@ from cloudmri_kernel.federated.experiment import (
 from cloudmri_kernel.federated.simulation import InProcessGrid
 from cloudmri_kernel.federated.site import PERSONALIZE, personalized_path
 from cloudmri_kernel.federated.site import app as site_app
-from cloudmri_kernel.processes import ProcessGroup, free_port
 from cloudmri_kernel.recon.model_files import load_model
 from tests.federated.conftest import ARCH, tiny_sites
-from tests.federated.test_deployment import _site_store, _wait_for
+from tests.federated.test_deployment import CLOUDMRI, SITES, _wait_for, loopback_deployment, start_deployment
 
 
 @pytest.fixture
@@ -201,22 +199,8 @@ def test_in_a_deployment_each_site_keeps_its_personalized_model_in_its_own_model
     """SuperLink, two `cloudmri fl site` processes with their own stores and models directories, `cloudmri fl
     run` with personalize_epochs: the aggregator's catalog has both sites' scores and hashes, and each model is
     in its own site's directory."""
-    cloudmri = [sys.executable, "-m", "cloudmri_kernel"]
-    sites = {"charite": (4, 0), "ruijin": (8, 10)}
-    for site, (coils, seed) in sites.items():
-        _site_store(tmp_path / site, site, coils, seed)
-    port = free_port()
-    (tmp_path / "aggregator").mkdir()
-    superlink = ProcessGroup([*cloudmri, "fl", "superlink", "--insecure", "--port", str(port)],
-                             {**os.environ, "CLOUDMRI_DATA_DIR": str(tmp_path / "aggregator")},
-                             tmp_path / "superlink.log")
-    nodes = [ProcessGroup([*cloudmri, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}",
-                           "--insecure", "--port", str(free_port()), "--data-dir", str(tmp_path / site),
-                           "--set", "calib=8", "--set", "test_count=2"],
-                          {**os.environ, "CLOUDMRI_MODELS_DIR": str(tmp_path / f"models-{site}")},
-                          tmp_path / f"{site}.log")
-             for site in sites]
-    processes = [superlink, *nodes]
+    port, processes = loopback_deployment(tmp_path, dict(os.environ), lambda site: {
+        **os.environ, "CLOUDMRI_MODELS_DIR": str(tmp_path / f"models-{site}")})
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'aggregator' / 'catalog.sqlite'}")
 
     def personalized() -> bool:
@@ -225,16 +209,11 @@ def test_in_a_deployment_each_site_keeps_its_personalized_model_in_its_own_model
             return experiment is not None and "personalization" in (experiment.metrics or [{}])[-1]
 
     try:
-        superlink.start()
-        _wait_for(lambda: "Uvicorn running" in superlink.log_since_start(), 60, "SuperLink start", processes)
-        for node in nodes:
-            node.start()
-        _wait_for(lambda: superlink.log_since_start().count("Activated node_id") >= 2, 60, "sites connect",
-                  processes)
+        start_deployment(processes)
         (tmp_path / "exp.yaml").write_text("name: loopback-ft\nstrategy: fedavgm\nrounds: 1\nmin_sites: 2\n"
                                            "personalize_epochs: 1\n"
                                            "architecture: {unrolls: 1, cg_iterations: 2, features: 8, depth: 3}\n")
-        run = subprocess.run([*cloudmri, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
+        run = subprocess.run([*CLOUDMRI, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
                               f"127.0.0.1:{port}", "--insecure", "--out", str(tmp_path / "models")],
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -245,7 +224,7 @@ def test_in_a_deployment_each_site_keeps_its_personalized_model_in_its_own_model
     with catalog.session() as session:
         stored = session.scalars(select(Experiment)).one().metrics[-1]["personalization"]
     catalog.engine.dispose()
-    assert set(stored["sites"]) == set(sites) and stored["failed"] == {}
+    assert set(stored["sites"]) == set(SITES) and stored["failed"] == {}
     for site, model in stored["sites"].items():
         path = tmp_path / f"models-{site}" / "personalized" / "loopback-ft" / f"{site}.pt"
         assert model["path"] == str(path) and model["after"]["ssim"] != model["before"]["ssim"]
