@@ -198,8 +198,12 @@ def _run_student(job: _Job) -> StudentResult:
 
     for folder in (job.notebook.parent, job.log.parent, job.workdir):
         folder.mkdir(parents=True, exist_ok=True)
-    # papermill reports each cell and its output through logging: into the student's log (stderr, redirected).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # papermill reports each cell and its output through logging: into the student's log. A file handler, not
+    # the redirected stderr: what is logged after the redirection ends (asyncio's "Task exception was never
+    # retrieved" for the cell a stop interrupted, logged as the worker exits) belongs there too, not on the
+    # instructor's terminal.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=[logging.FileHandler(job.log)], force=True)
     # Several kernels share the machine: give each its share of the cores (torch and BLAS read these at import).
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(job.threads)
