@@ -32,6 +32,7 @@ from cloudmri_kernel.federated.simulation import InProcessGrid
 from cloudmri_kernel.federated.site import (
     BATCH_SIZE,
     EXPERIMENT_NAME,
+    KEEP_OPTIMIZER,
     LEARNING_RATE,
     LOCAL_EPOCHS,
     PERSONALIZE,
@@ -53,6 +54,9 @@ class ExperimentConfig:
     ``dp_noise_multiplier > 0`` switches on differential privacy (server-side clipping of each site's update to
     ``dp_clipping_norm`` plus Gaussian noise); every round then records the ε spent so far at ``dp_delta``.
 
+    ``keep_optimizer_state``: each site keeps its Adam moments from round to round (see
+    :mod:`~cloudmri_kernel.federated.site`) rather than restarting Adam every round.
+
     ``server_lr`` and ``server_momentum`` are the server optimizer's (``fedadam``, ``fedavgm``; default: see
     :func:`~.aggregation.make_strategy`). ``personalize_epochs > 0``: after the last round each site fine-tunes
     the final global model for that many epochs on its own training split and keeps it (see the module).
@@ -64,6 +68,7 @@ class ExperimentConfig:
     local_epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 4
+    keep_optimizer_state: bool = True
     min_sites: int = 1
     proximal_mu: float = 0.01
     max_update_norm: float | None = None
@@ -91,7 +96,8 @@ class ExperimentConfig:
 
     def round_config(self) -> ConfigRecord:
         """What every site is sent with the weights: training settings and the architecture."""
-        values = {LOCAL_EPOCHS: self.local_epochs, LEARNING_RATE: self.lr, BATCH_SIZE: self.batch_size}
+        values = {LOCAL_EPOCHS: self.local_epochs, LEARNING_RATE: self.lr, BATCH_SIZE: self.batch_size,
+                  KEEP_OPTIMIZER: self.keep_optimizer_state}
         values.update({f"modl-{key}": value for key, value in self.architecture.to_dict().items()})
         return ConfigRecord(values)
 
@@ -195,6 +201,16 @@ def _catalog_personalization(catalog, experiment_id: str | None, personalization
     with catalog.session() as session:
         experiment = session.get(Experiment, experiment_id)
         experiment.metrics = [*experiment.metrics, {"personalization": asdict(personalization)}]
+        experiment.status = "finished"
+
+
+def _catalog_failed(catalog, experiment_id: str | None) -> None:
+    if catalog is None or experiment_id is None:
+        return
+    from cloudmri_kernel.catalog.models import Experiment
+
+    with catalog.session() as session:
+        session.get(Experiment, experiment_id).status = "failed"
 
 
 def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict[int, str]) -> Personalization:
@@ -277,8 +293,9 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             on_round(record)
         last = server_round == config.rounds
         stopping = stop is not None and stop.is_set() and not last
+        done = "personalizing" if config.personalize_epochs > 0 else "finished"
         _catalog_round(catalog, experiment_id, guard.rounds, model,
-                       "finished" if last else "stopped" if stopping else "running")
+                       done if last else "stopped" if stopping else "running")
         if stopping:
             raise _Stop
         return None
@@ -291,15 +308,15 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
     except _Stop:
         return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started, stopped=True)
     except BaseException:
-        if catalog is not None and experiment_id is not None:
-            from cloudmri_kernel.catalog.models import Experiment
-
-            with catalog.session() as session:
-                session.get(Experiment, experiment_id).status = "failed"
+        _catalog_failed(catalog, experiment_id)
         raise
     result = ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)
     if config.personalize_epochs > 0:
-        result.personalization = personalize(grid, config, ArrayRecord(net.state_dict()), guard._names)
+        try:
+            result.personalization = personalize(grid, config, ArrayRecord(net.state_dict()), guard._names)
+        except BaseException:
+            _catalog_failed(catalog, experiment_id)
+            raise
         if ledger is not None:
             for site, model in result.personalization.sites.items():
                 ledger.add("model", model.sha256, experiment_id or config.name,

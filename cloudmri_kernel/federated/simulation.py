@@ -50,6 +50,10 @@ class InProcessGrid(Grid):
         """Node ID → the site name in its node config."""
         return {node: str(context.node_config.get("name", f"node {node}")) for node, context in self._contexts.items()}
 
+    def node_state(self, node: int) -> RecordDict:
+        """What a node's ClientApp kept in its context during the run (the site's own, never sent anywhere)."""
+        return self._contexts[node].state
+
     def get_node_ids(self) -> Iterable[int]:
         return list(self._contexts)
 

@@ -2,7 +2,11 @@
 
 On ``train`` a site loads the global weights it was sent, trains for the configured local epochs on its own
 training split (adding FedProx's proximal term when the server's config carries ``proximal-mu``) and replies
-with its new weights, its number of examples (the averaging weight) and its training loss. On ``evaluate`` it
+with its new weights, its number of examples (the averaging weight) and its training loss. With
+``keep-optimizer`` the site keeps its Adam moment estimates in its Flower context from one round to the next
+(they never leave the site) instead of restarting Adam each round, whose first steps after a restart are as
+large as the learning rate in every weight whatever the gradient (the stateful local optimizers of Reddi et al.
+2021 and Wang et al. 2021). On ``evaluate`` it
 scores the weights it was sent on its held-out split (loss, SSIM, PSNR). Every reply names the site in a
 ``site`` ConfigRecord, so the server can record per-site metrics; no image or k-space ever leaves the site.
 
@@ -15,6 +19,8 @@ that hospital's, and it says more about the site's data than an averaged round u
 
 References:
     Yu T, Bagdasaryan E, Shmatikov V. Salvaging federated learning by local adaptation. arXiv 2002.04758, 2020.
+    Reddi S et al. Adaptive federated optimization. ICLR 2021.
+    Wang J et al. A field guide to federated optimization. arXiv 2107.06917, 2021.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ app = ClientApp()
 
 #: Keys of the ConfigRecord the server sends with every round.
 LOCAL_EPOCHS, LEARNING_RATE, BATCH_SIZE, PROXIMAL_MU = "local-epochs", "lr", "batch-size", "proximal-mu"
+KEEP_OPTIMIZER = "keep-optimizer"
+#: Where a site keeps its optimizer state in its Flower context between rounds.
+OPTIMIZER_STATE = "optimizer-state"
 #: Keys of the personalization request (message type ``train.personalize``).
 PERSONALIZE, PERSONALIZE_EPOCHS, EXPERIMENT_NAME = "personalize", "personalize-epochs", "experiment-name"
 
@@ -67,13 +76,27 @@ def train(msg: Message, context: Context) -> Message:
     global_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
     train_set, _ = load_site_data(site)
     mu = float(config.get(PROXIMAL_MU, 0.0))
+    kept = _kept_optimizer(context) if config.get(KEEP_OPTIMIZER, False) else None
     losses = training.train(net, train_set, epochs=int(config.get(LOCAL_EPOCHS, 1)),
                             batch_size=int(config.get(BATCH_SIZE, 4)), lr=float(config.get(LEARNING_RATE, 1e-3)),
                             seed=site.seed + int(config["server-round"]), proximal_mu=mu,
-                            global_state=global_state if mu > 0 else None)
+                            global_state=global_state if mu > 0 else None, optimizer_state=kept)
+    if kept is not None:
+        context.state[OPTIMIZER_STATE] = ArrayRecord({f"{index}.{name}": tensor for index, moments in kept.items()
+                                                      for name, tensor in moments.items()})
     state = {name: tensor.detach() for name, tensor in net.state_dict().items()}
     return _reply(msg, site, {"train-loss": sum(losses) / len(losses), "num-examples": len(train_set)},
                   ArrayRecord(state))
+
+
+def _kept_optimizer(context: Context) -> dict[int, dict[str, torch.Tensor]]:
+    """The optimizer state this site kept after its last round of this run (empty before its first)."""
+    kept: dict[int, dict[str, torch.Tensor]] = {}
+    if OPTIMIZER_STATE in context.state:
+        for key, tensor in context.state[OPTIMIZER_STATE].to_torch_state_dict().items():
+            index, name = key.split(".", 1)
+            kept.setdefault(int(index), {})[name] = tensor
+    return kept
 
 
 @app.evaluate()

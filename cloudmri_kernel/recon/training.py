@@ -62,11 +62,16 @@ def loss_of(net: MoDL, batch: Batch) -> torch.Tensor:
 def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int = 4, lr: float = 1e-3,
           seed: int = 0, device: str = "cpu", proximal_mu: float = 0.0,
           global_state: dict[str, torch.Tensor] | None = None,
+          optimizer_state: dict[int, dict[str, torch.Tensor]] | None = None,
           on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Adam on :func:`loss_of`; returns the loss of every step.
 
     With ``proximal_mu > 0`` the objective gains :math:`\\frac{\\mu}{2}\\|w - w_{global}\\|^2` (FedProx), which
     keeps a site with unusual data from drifting far from the global model in one round.
+
+    ``optimizer_state`` carries Adam's moment estimates from one call to the next (a site's across federated
+    rounds): what it holds is loaded before the first step, and it is replaced by the state after the last
+    (parameter index → ``step``, ``exp_avg``, ``exp_avg_sq``). An empty dict starts afresh.
     """
     if proximal_mu > 0 and global_state is None:
         raise ValueError("FedProx needs the global weights (global_state)")
@@ -74,6 +79,9 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if optimizer_state:
+        optimizer.load_state_dict({"state": optimizer_state,
+                                   "param_groups": optimizer.state_dict()["param_groups"]})
     anchors = ({name: tensor.detach().to(device) for name, tensor in global_state.items()}
                if proximal_mu > 0 else {})
     losses = []
@@ -90,6 +98,9 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
             losses.append(loss.detach().item())
             if on_step is not None:
                 on_step(len(losses), losses[-1])
+    if optimizer_state is not None:
+        optimizer_state.clear()
+        optimizer_state.update(optimizer.state_dict()["state"])
     return losses
 
 

@@ -97,8 +97,12 @@ def test_a_site_that_fails_to_personalize_is_recorded_and_the_others_keep_theirs
     def evaluate(msg, context):
         return site_app(msg, context)
 
+    seen = []
+
     @broken.train(PERSONALIZE)
     def personalize(msg, context):
+        with catalog.session() as session:  # the experiment is not finished while its sites fine-tune
+            seen.append(session.scalar(select(Experiment.status).where(Experiment.name == "half")))
         raise MemoryError("out of memory while fine-tuning")
 
     sites = tiny_sites(2)
@@ -106,12 +110,15 @@ def test_a_site_that_fails_to_personalize_is_recorded_and_the_others_keep_theirs
                          {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
     result = run_experiment(ExperimentConfig(name="half", rounds=1, architecture=ARCH, personalize_epochs=1),
                             sites, tmp_path, catalog=catalog, grid=grid)
+    assert seen == ["personalizing"]
     assert list(result.personalization.sites) == ["site0"]
     assert result.personalization.failed == {"site1": "MemoryError: out of memory while fine-tuning"}
     assert not personalized_path("half", "site1").exists()
     with catalog.session() as session:
-        stored = session.get(Experiment, result.experiment_id).metrics[-1]["personalization"]
+        experiment = session.get(Experiment, result.experiment_id)
+        stored = experiment.metrics[-1]["personalization"]
         assert list(stored["sites"]) == ["site0"] and "MemoryError" in stored["failed"]["site1"]
+        assert experiment.status == "finished"
 
 
 def test_bad_personalization_and_server_optimizer_settings_are_refused():

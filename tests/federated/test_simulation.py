@@ -12,6 +12,7 @@ from cloudmri_kernel.catalog.models import Experiment, Model
 from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.federated.experiment import FIRST_NODE_ID, ExperimentConfig, run_experiment
 from cloudmri_kernel.federated.simulation import InProcessGrid
+from cloudmri_kernel.federated.site import OPTIMIZER_STATE
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.federated.sites import SiteConfig
 from cloudmri_kernel.recon.model_files import load_model
@@ -93,6 +94,42 @@ def _faulty(kind: str) -> ClientApp:
         return site_app(msg, context)
 
     return app
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_sites_keep_their_adam_moments_between_rounds_and_to_themselves(tmp_path, keep):
+    """With keep_optimizer_state each site's Adam state lives on in its own context (2 rounds x 2 steps = step 4);
+    what the site sends is the model's weights only. Without it nothing is kept."""
+    sites = tiny_sites(2)
+    sent = []
+    recorder = ClientApp()
+
+    @recorder.train()
+    def train(msg, context):
+        reply = site_app(msg, context)
+        sent.append(set(reply.content["arrays"].to_torch_state_dict()))
+        return reply
+
+    @recorder.evaluate()
+    def evaluate(msg, context):
+        return site_app(msg, context)
+
+    grid = InProcessGrid(recorder, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    result = run_experiment(ExperimentConfig(rounds=2, architecture=ARCH, keep_optimizer_state=keep), sites,
+                            tmp_path, grid=grid)
+    weights = set(load_model(result.final.path)[0].state_dict())
+    assert sent == [weights] * 4
+    for node in (FIRST_NODE_ID, FIRST_NODE_ID + 1):
+        state = grid.node_state(node)
+        if not keep:
+            assert OPTIMIZER_STATE not in state
+            continue
+        kept = state[OPTIMIZER_STATE].to_torch_state_dict()
+        parameters = list(load_model(result.final.path)[0].parameters())
+        assert {k for k in kept if k.endswith(".step")} == {f"{i}.step" for i in range(len(parameters))}
+        assert all(kept[f"{i}.step"].item() == 4 for i in range(len(parameters)))  # 6 images / batch 4: 2 per round
+        assert all(kept[f"{i}.exp_avg_sq"].shape == p.shape and kept[f"{i}.exp_avg_sq"].abs().sum() > 0
+                   for i, p in enumerate(parameters))
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedadam", "fedavgm"])
