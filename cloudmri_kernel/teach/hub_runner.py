@@ -9,9 +9,11 @@ role, not an admin) does it with their hub token, through :class:`~cloudmri_kern
    parameterized with papermill's own injection (``parameterize_notebook``), and the token's scopes;
 2. per student: the hub finds the student's server (or starts it and waits, with ``start_servers``); the
    parameterized notebook is saved into the student's home through the server's contents API, as
-   ``cloudmri-teach/TUTORIAL.ipynb`` (``PUT /api/contents/…``; the server writes it atomically, to a temporary
-   file that then replaces the old one); a kernel starts in the student's server, in that folder (the
-   Cloud-MRI kernel when the server has it, else the notebook's own), and the notebook runs cell by cell over
+   ``cloudmri-teach/TUTORIAL.ipynb`` (``PUT /api/contents/…``; the server writes it atomically). A notebook
+   already there (an earlier run's, perhaps with the student's own work in it) is first renamed to
+   ``TUTORIAL-YYYYMMDDTHHMMSS.ipynb`` after its last change (``PATCH /api/contents/…``), never overwritten; a
+   kernel starts in the student's server, in that folder (the Cloud-MRI kernel when the server has it, else the
+   notebook's own), and the notebook runs cell by cell over
    the kernel's websocket (:mod:`~cloudmri_kernel.teach.remote_executor`) with the per-cell time limit; the
    executed notebook is saved both back into the student's home and into ``OUT/notebooks/STUDENT.ipynb``, and
    the kernel is shut down;
@@ -28,6 +30,7 @@ References:
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -130,6 +133,27 @@ class _Student:
         return self.hub.http.put(f"{server}api/contents/{quote(self.remote_path)}",
                                  json={"type": "notebook", "format": "json", "content": content})
 
+    def keep_previous(self, server: str) -> httpx.Response | None:
+        """Rename an existing ``~/cloudmri-teach/TUTORIAL.ipynb`` after its last change; the failed reply, if any.
+
+        Jupyter Server refuses to rename onto an existing file (409): a second copy from the same second gets a
+        counter.
+        """
+        url = f"{server}api/contents/{quote(self.remote_path)}"
+        existing = self.hub.http.get(url, params={"content": "0"})
+        if existing.status_code == 404:
+            return None
+        if existing.status_code != 200:
+            return existing
+        changed = existing.json().get("last_modified", "")
+        stamp = re.sub(r"[^0-9T]", "", changed.split(".")[0].split("+")[0]) or "previous"
+        stem = self.tutorial.path.stem
+        for suffix in ("", *(f"-{n}" for n in range(2, 100))):
+            moved = self.hub.http.patch(url, json={"path": f"{REMOTE_FOLDER}/{stem}-{stamp}{suffix}.ipynb"})
+            if moved.status_code != 409:
+                return None if moved.status_code == 200 else moved
+        return moved
+
     def save_local(self) -> Path:
         self.saved.parent.mkdir(parents=True, exist_ok=True)
         temp = self.saved.with_name(f".{self.saved.name}.tmp")
@@ -149,6 +173,9 @@ class _Student:
             folder = self.hub.http.put(f"{server}api/contents/{REMOTE_FOLDER}", json={"type": "directory"})
             if folder.status_code not in (200, 201):
                 return self.refused(server, folder, f"creating ~/{REMOTE_FOLDER}")
+            kept = self.keep_previous(server)
+            if kept is not None:
+                return self.refused(server, kept, f"keeping the previous ~/{self.remote_path}")
             written = self.save_remote(server)
             if written.status_code not in (200, 201):
                 return self.refused(server, written, f"writing ~/{self.remote_path}")

@@ -6,6 +6,7 @@ server is reported as such."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pwd
 from pathlib import Path
@@ -133,3 +134,29 @@ def test_a_stopped_server_an_unknown_student_and_a_cell_past_its_limit(workbench
     assert "cell 3: <code>time.sleep(seconds)</code>" in (tmp_path / "out" / "summary.html").read_text()
     assert rows["bob"]["error"] == "bob's server is not running: start it (--start-servers) or ask the student to"
     assert rows["bob"]["notebook"] == "" and not (tmp_path / "out" / "notebooks" / "bob.ipynb").exists()
+
+
+def test_a_second_run_keeps_the_students_copy_of_the_first(workbench, classroom, tutorial, tmp_path):
+    """The student's notebook from the first run, with the student's own cell added, is renamed, not overwritten."""
+    _start_server(workbench, "ana", classroom, "cpu-2")  # when this test runs alone; else ana's server runs
+    (tmp_path / "roster.csv").write_text("student,label\nana,first\n")
+    account = system_name("ana", os.environ["CLOUDMRI_SYSTEM_PREFIX"])
+    folder = Path(os.environ["CLOUDMRI_HOMES_DIR"]) / account / "cloudmri-teach"
+    before = {path.name for path in folder.glob("*.ipynb")} if folder.is_dir() else set()
+    assert teach_run(tutorial, "--class", tmp_path / "roster.csv", "--hub", workbench.url, "--out",
+                     tmp_path / "one", token=classroom).exit_code == 0
+    mine = nbformat.read(str(folder / "whoami.ipynb"), as_version=4)
+    mine.cells.append(nbformat.v4.new_markdown_cell("my answer: 42"))
+    contents = f"{workbench.url}/user/ana/api/contents/cloudmri-teach/whoami.ipynb"
+    saved = httpx.put(contents, headers={"Authorization": f"token {classroom}"},
+                      json={"type": "notebook", "format": "json", "content": json.loads(nbformat.writes(mine))})
+    assert saved.status_code == 200, saved.text
+    (tmp_path / "roster.csv").write_text("student,label\nana,second\n")
+    assert teach_run(tutorial, "--class", tmp_path / "roster.csv", "--hub", workbench.url, "--out",
+                     tmp_path / "two", token=classroom).exit_code == 0
+    new = {path.name for path in folder.glob("*.ipynb")} - before - {"whoami.ipynb"}
+    kept = [name for name in new if nbformat.read(str(folder / name), as_version=4).cells[-1].source == "my answer: 42"]
+    assert len(kept) == 1 and kept[0].startswith("whoami-2") and kept[0].endswith(".ipynb"), new
+    assert pwd.getpwuid((folder / kept[0]).stat().st_uid).pw_name == account
+    latest = nbformat.read(str(folder / "whoami.ipynb"), as_version=4)
+    assert latest.cells[4].outputs[0].text == "second\n" and latest.cells[-1].source != "my answer: 42"
