@@ -46,13 +46,13 @@ def cycle_spinning_objective(image, normal, rhs, transform, lamda: float) -> flo
     """½‖Ax−y‖² (without ½‖y‖²) + λ · mean over all 2^level × 2^level circular shifts of ‖Ψ S x‖₁."""
     import torch
 
-    from cloudmri_kernel.recon.solvers import _inner
+    from cloudmri_kernel.recon.solvers import real_inner
 
     x = torch.as_tensor(image, dtype=torch.complex64)
     period = 2 ** transform.level
     shifted = torch.stack([torch.roll(x, (dy, dx), dims=(-2, -1)) for dy in range(period) for dx in range(period)])
     penalty = sum(float(transform(s).abs().sum()) for s in shifted) / period**2
-    return 0.5 * _inner(x, normal(x)) - _inner(x, rhs) + lamda * penalty
+    return 0.5 * real_inner(x, normal(x)) - real_inner(x, rhs) + lamda * penalty
 
 
 def bart_wavelet_prox(shape, lamda: float, seed: int = 0):
@@ -94,14 +94,14 @@ def shifted_wavelet_prox(transform, lamda: float, seed: int):
     the iterate selection chosen here."""
     import torch
 
-    from cloudmri_kernel.recon.iterative import _soft_threshold
+    from cloudmri_kernel.recon.iterative import soft_threshold
 
     generator = torch.Generator().manual_seed(seed)
     period = 2 ** transform.level
 
     def prox(v, step):
         shift = tuple(int(s) for s in torch.randint(0, period, (2,), generator=generator))
-        coefficients, l1 = _soft_threshold(transform(torch.roll(v, shift, dims=(-2, -1))), lamda * step)
+        coefficients, l1 = soft_threshold(transform(torch.roll(v, shift, dims=(-2, -1))), lamda * step)
         return torch.roll(transform.H(coefficients), (-shift[0], -shift[1]), dims=(-2, -1)), lamda * float(l1)
 
     return prox

@@ -1,4 +1,7 @@
-"""L1-wavelet quality against BART with the recipe's coarse scale of 16 pixels (BART's rule) and with the most levels.
+"""L1-wavelet quality against BART with the recipe's coarse scale of 16 pixels and with the most levels.
+
+(The recipe's 16 pixels give 3 levels at 128² and 4 at 256²; BART's ``pics`` itself takes 4 levels at 128² —
+see ``wavelet_gap.py`` — so neither column is BART's own level count at 128².)
 
 Quality only (no timing), on the 24 phantoms and the same ESPIRiT maps as ``recon_vs_peers.py``; BART runs
 ``pics -R W:7:0:λ`` on the same files in the same run. It shows what the recipe's ``coarsest`` setting does:

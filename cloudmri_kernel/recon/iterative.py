@@ -162,7 +162,7 @@ def reconstruct_sense(kspace, maps, mask=None, lamda: float = 0.0, max_iter: int
     return _result(solved)
 
 
-def _soft_threshold(values: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_threshold(values: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """:math:`\\mathrm{sgn}(v) \\max(|v| - t, 0)` for complex v (the prox of :math:`t\\|\\cdot\\|_1`), and the L1
     norm of the result."""
     magnitude = values.abs()
@@ -236,7 +236,7 @@ def reconstruct_cs_wavelet(kspace, maps, mask=None, lamda: float = 0.005, max_it
     def prox(v: torch.Tensor, step: float) -> tuple[torch.Tensor, float]:
         shift = tuple(int(s) for s in torch.randint(0, period, (2,), generator=generator)) if random_shift else (0, 0)
         shifted = torch.roll(v, shift, dims=(-2, -1))
-        coefficients, l1 = _soft_threshold(transform(shifted), lamda * step)
+        coefficients, l1 = soft_threshold(transform(shifted), lamda * step)
         result = transform.H(coefficients)
         return torch.roll(result, (-shift[0], -shift[1]), dims=(-2, -1)), lamda * float(l1)
 
@@ -398,4 +398,4 @@ def reconstruct_nufft_sense(samples, traj, image_shape: Sequence[int], maps, lam
 
 
 __all__ = ["ReconResult", "reconstruct_cs_tv", "reconstruct_cs_wavelet", "reconstruct_nufft_gridding",
-           "reconstruct_nufft_sense", "reconstruct_sense"]
+           "reconstruct_nufft_sense", "reconstruct_sense", "soft_threshold"]

@@ -60,7 +60,7 @@ def _norm(x: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(torch.view_as_real(x) if x.is_complex() else x))
 
 
-def _inner(x: torch.Tensor, y: torch.Tensor) -> float:
+def real_inner(x: torch.Tensor, y: torch.Tensor) -> float:
     """Re <x, y>."""
     return float(torch.vdot(x.reshape(-1), y.reshape(-1)).real)
 
@@ -121,13 +121,13 @@ def conjugate_gradient(normal_op: Operator, rhs: torch.Tensor, x0: torch.Tensor 
     if b_norm == 0:
         return SolverResult(x, 0, True, [0.0])
     p = r.clone()
-    rr = _inner(r, r)
+    rr = real_inner(r, r)
     residuals: list[float] = []
     for k in range(1, max_iter + 1):
         ap = normal_op(p)
         if lamda:
             ap = ap + lamda * p
-        pap = _inner(p, ap)
+        pap = real_inner(p, ap)
         _check_finite(pap, "conjugate gradient", k)
         if pap <= 0:
             # p is zero or N is not positive definite on it: no further progress is possible.
@@ -135,7 +135,7 @@ def conjugate_gradient(normal_op: Operator, rhs: torch.Tensor, x0: torch.Tensor 
         alpha = rr / pap
         x.add_(p, alpha=alpha)
         r.sub_(ap, alpha=alpha)
-        rr_new = _inner(r, r)
+        rr_new = real_inner(r, r)
         _check_finite(rr_new, "conjugate gradient", k)
         residuals.append(math.sqrt(rr_new) / b_norm)
         if residuals[-1] <= tol:
@@ -199,7 +199,7 @@ def fista(normal_op: Operator, rhs: torch.Tensor, prox: Prox, step: float, x0: t
     for k in range(1, max_iter + 1):
         x_new, penalty = prox(z - step * (nz - rhs), step)
         nx_new = normal_op(x_new)
-        objective = 0.5 * _inner(x_new, nx_new) - _inner(x_new, rhs) + float(penalty)
+        objective = 0.5 * real_inner(x_new, nx_new) - real_inner(x_new, rhs) + float(penalty)
         _check_finite(objective, "FISTA", k)
         objectives.append(objective)
         new_norm = _norm(x_new)
@@ -264,7 +264,7 @@ def primal_dual_l1(normal_op: Operator, rhs: torch.Tensor, transform: Linop, lam
 
     def record(x: torch.Tensor, nx: torch.Tensor, kx: torch.Tensor, k: int) -> None:
         nonlocal best, best_objective
-        objective = 0.5 * _inner(x, nx) - _inner(x, rhs) + lamda * float(kx.abs().sum())
+        objective = 0.5 * real_inner(x, nx) - real_inner(x, rhs) + lamda * float(kx.abs().sum())
         _check_finite(objective, "primal-dual", k)
         objectives.append(objective)
         if objective < best_objective:
