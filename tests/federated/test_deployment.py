@@ -2,13 +2,20 @@
 its own encrypted store, and `cloudmri fl run`; the aggregator's processes are watched by an audit hook that
 logs every file they open, which proves that none of them opens a site's store."""
 
+import datetime
+import ipaddress
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from cloudmri_kernel.catalog.db import Catalog
@@ -56,22 +63,69 @@ CLOUDMRI = [sys.executable, "-m", "cloudmri_kernel"]
 SITES = {"charite": (4, 0), "ruijin": (8, 10)}  # site: (coils, seed) of its stored phantom scans
 
 
-def loopback_deployment(tmp_path: Path, aggregator_env: dict, site_env) -> tuple[int, list[ProcessGroup]]:
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path, name: str = "consortium") -> TlsFiles:
+    """A CA and a server certificate for 127.0.0.1 and localhost signed by it (PEM; the key 0600)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    files.ca.write_bytes(certificate(f"{name} CA", ca_key, f"{name} CA", ca_key, True)
+                         .public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(certificate("127.0.0.1", server_key, f"{name} CA", ca_key, False)
+                           .public_bytes(serialization.Encoding.PEM))
+    files.key.touch(mode=0o600)
+    files.key.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    return files
+
+
+def loopback_deployment(tmp_path: Path, aggregator_env: dict, site_env,
+                        tls: TlsFiles | None = None) -> tuple[int, list[ProcessGroup]]:
     """A SuperLink (data directory ``tmp_path/aggregator``, environment ``aggregator_env``) and one ``cloudmri fl
     site`` per site of :data:`SITES` over its own encrypted store (environment ``site_env(site)``), not started;
-    the SuperLink's port and the processes, SuperLink first."""
+    the SuperLink's port and the processes, SuperLink first. With ``tls`` the SuperLink serves that certificate
+    and the sites trust that CA; else both run ``--insecure``."""
     for site, (coils, seed) in SITES.items():
         _site_store(tmp_path / site, site, coils, seed)
     port = free_port()
     (tmp_path / "aggregator").mkdir()
-    superlink = ProcessGroup([*CLOUDMRI, "fl", "superlink", "--insecure", "--port", str(port)],
+    served = (["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key), "--ssl-ca-certfile", str(tls.ca)]
+              if tls else ["--insecure"])
+    superlink = ProcessGroup([*CLOUDMRI, "fl", "superlink", *served, "--port", str(port)],
                              {**aggregator_env, "CLOUDMRI_DATA_DIR": str(tmp_path / "aggregator")},
                              tmp_path / "superlink.log")
-    nodes = [ProcessGroup([*CLOUDMRI, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}",
-                           "--insecure", "--port", str(free_port()), "--data-dir", str(tmp_path / site),
-                           "--set", "calib=8", "--set", "test_count=2"], site_env(site), tmp_path / f"{site}.log")
-             for site in SITES]
+    nodes = [site_process(tmp_path, site, port, site_env(site), ["--root-certificates", str(tls.ca)] if tls
+                          else ["--insecure"]) for site in SITES]
     return port, [superlink, *nodes]
+
+
+def site_process(tmp_path: Path, site: str, port: int, env: dict, security: list[str]) -> ProcessGroup:
+    """``cloudmri fl site`` for ``site`` over ``tmp_path/site``'s store, connecting to the SuperLink's port."""
+    return ProcessGroup([*CLOUDMRI, "fl", "site", "--site", site, "--superlink", f"127.0.0.1:{port}", *security,
+                         "--port", str(free_port()), "--data-dir", str(tmp_path / site), "--set", "calib=8",
+                         "--set", "test_count=2"], env, tmp_path / f"{site}.log")
 
 
 def start_deployment(processes: list[ProcessGroup]) -> None:
@@ -133,3 +187,37 @@ def test_loopback_deployment_trains_across_sites_and_the_aggregator_never_opens_
         other = [p for s in SITES if s != site for p in site_opened if p.startswith(str(tmp_path / s / "store"))]
         assert own, f"{site} never read its own store"
         assert not other, f"{site} opened another site's store"
+
+
+def test_over_tls_sites_that_trust_the_consortium_ca_train_and_one_that_does_not_is_kept_out(tmp_path):
+    """The SuperLink serves a certificate of the consortium's CA; both sites verify it and train; a third process
+    that trusts another CA fails the TLS handshake and never joins; `fl run` verifies the SuperLink too."""
+    tls, stranger = make_tls(tmp_path / "tls"), make_tls(tmp_path / "other-tls", "another")
+    port, processes = loopback_deployment(tmp_path, dict(os.environ), lambda site: dict(os.environ), tls=tls)
+    _site_store(tmp_path / "intruder", "intruder", 4, 20)
+    intruder = site_process(tmp_path, "intruder", port, dict(os.environ), ["--root-certificates", str(stranger.ca)])
+    try:
+        start_deployment(processes)
+        intruder.start()
+        (tmp_path / "exp.yaml").write_text(EXPERIMENT.replace("rounds: 2", "rounds: 1"))
+        run = subprocess.run([*CLOUDMRI, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
+                              f"127.0.0.1:{port}", "--root-certificates", str(tls.ca), "--out",
+                              str(tmp_path / "models")], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _wait_for(lambda: (tmp_path / "models" / "round-1.json").is_file(), 120, "final model", processes)
+        untrusting = subprocess.run([*CLOUDMRI, "fl", "run", str(tmp_path / "exp.yaml"), "--superlink",
+                                     f"127.0.0.1:{port}", "--root-certificates", str(stranger.ca), "--out",
+                                     str(tmp_path / "other-models")], capture_output=True, text=True, timeout=120)
+        superlink_log, intruder_log = processes[0].log_since_start(), intruder.log_since_start()
+    finally:
+        for process in [intruder, *processes]:
+            process.stop()
+    assert superlink_log.count("Activated node_id") == 2, superlink_log[-3000:]
+    assert "CERTIFICATE_VERIFY_FAILED" in intruder_log or "certificate verify failed" in intruder_log.lower(), \
+        intruder_log[-3000:]
+    assert untrusting.returncode != 0 and not (tmp_path / "other-models").exists()
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'aggregator' / 'catalog.sqlite'}", migrate=False)
+    with catalog.session() as session:
+        experiment = session.scalars(select(Experiment)).one()
+        assert experiment.status == "finished" and experiment.sites == ["charite", "ruijin"]
+    catalog.engine.dispose()
