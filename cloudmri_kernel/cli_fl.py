@@ -145,6 +145,45 @@ def fl_site(
                             auth_private_key=auth_private_key), flower_env())
 
 
+@fl_app.command("site-key")
+@reports_errors
+def fl_site_key(
+    site: Annotated[str, typer.Option("--site", help="The site the key is for (the files' names).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for SITE.key (0600) and SITE.pub.")] = Path("."),
+) -> None:
+    """Make a site's key pair for SuperNode authentication (EC P-384, OpenSSH format)."""
+    from cloudmri_kernel.federated.deployment import make_site_key
+
+    private, public = make_site_key(out_dir, site)
+    out.print(f"private key (keep at the site, --auth-private-key): {private}\n"
+              f"public key (cloudmri fl register-site): {public}")
+
+
+@fl_app.command("register-site")
+@reports_errors
+def fl_register_site(
+    public_key: Annotated[Path, typer.Argument(help="The site's public key (SITE.pub of `cloudmri fl site-key`).")],
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9093",
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate to verify the SuperLink.")] = None,
+    name: Annotated[str | None, typer.Option(help="The site's name in the SuperLink's list.")] = None,
+) -> None:
+    """Let a site in: register its public key with a SuperLink started with --node-auth."""
+    import subprocess
+    import tempfile
+
+    from cloudmri_kernel.errors import UsageError
+    from cloudmri_kernel.federated.deployment import flower_env, register_command, write_connection
+
+    if root_certificates is None:
+        raise UsageError("registering a site needs TLS: --root-certificates CA.pem (SuperNode authentication "
+                         "works over TLS only)")
+    with tempfile.TemporaryDirectory(prefix="flwr-home-") as home:
+        write_connection(Path(home), superlink, root_certificates=root_certificates)
+        completed = subprocess.run(register_command(public_key, name), env={**flower_env(), "FLWR_HOME": home},
+                                   check=False)
+    raise typer.Exit(completed.returncode)
+
+
 @fl_app.command("run")
 @reports_errors
 def fl_run(

@@ -7,6 +7,9 @@ The three commands are Flower's own executables, started with the settings a hos
   database, and runtime dependency installation off.
 * ``cloudmri fl site --site NAME`` → ``flower-supernode`` for one site; its node config (:class:`SiteConfig`)
   says where the site's data are (its own store, ``--data-dir``), and only this process reads them.
+* ``cloudmri fl site-key`` makes a site's key pair for SuperNode authentication, and ``cloudmri fl register-site
+  KEY.pub`` registers its public key with a SuperLink started with ``--node-auth`` (Flower's ``flwr supernode
+  register`` over the Control API); only registered sites are then let in.
 * ``cloudmri fl run EXPERIMENT.yaml`` → ``flwr run`` of the bundled Flower App (``app/pyproject.toml``: the
   ServerApp :mod:`.server` and ClientApp :mod:`.site` of the installed package) against the SuperLink, with the
   experiment's settings as run config. The connection is written to a private ``FLWR_HOME``.
@@ -79,8 +82,43 @@ def superlink_command(port: int = DEFAULT_SUPERLINK_PORT, host: str = "127.0.0.1
     if database is not None:
         command += ["--database", str(database)]
     if node_auth:
+        if insecure:
+            raise UsageError("SuperNode authentication needs TLS: give the certificate files instead of --insecure")
         command.append("--enable-supernode-auth")
     return command
+
+
+def make_site_key(folder: Path, site: str) -> tuple[Path, Path]:
+    """A site's key pair for SuperNode authentication: EC P-384 in OpenSSH format, as Flower reads them.
+
+    ``SITE.key`` (mode 0600, given to the site's ``--auth-private-key``) and ``SITE.pub`` (registered with the
+    SuperLink). An existing key is never overwritten.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder = Path(folder)
+    private, public = folder / f"{site}.key", folder / f"{site}.pub"
+    for path in (private, public):
+        if path.exists():
+            raise UsageError("a key of this site exists already: use it, or move it away first", path)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH) + f" {site}\n".encode())
+    return private, public
+
+
+def register_command(public_key: Path, name: str | None = None) -> list[str]:
+    """``flwr supernode register`` of a site's public key at the SuperLink ``FLWR_HOME`` names (see
+    :func:`write_connection`)."""
+    _check_files(public_key)
+    return [executable("flwr"), "supernode", "register", str(public_key), "cloudmri",
+            *(["--name", name] if name else [])]
 
 
 def site_from_settings(name: str, settings: list[str], data_dir: Path | None = None) -> SiteConfig:
@@ -124,6 +162,10 @@ def supernode_command(site: SiteConfig, superlink: str, port: int = DEFAULT_SUPE
         command += ["--root-certificates", str(root_certificates)]
     if auth_private_key is not None:
         _check_files(auth_private_key)
+        if insecure:
+            raise UsageError("SuperNode authentication needs TLS: give --root-certificates instead of --insecure")
+        if Path(auth_private_key).stat().st_mode & 0o077:
+            raise UsageError("the private key is readable by others: chmod 600 it", auth_private_key)
         command += ["--auth-supernode-private-key", str(auth_private_key)]
     return command
 

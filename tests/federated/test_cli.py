@@ -1,13 +1,18 @@
-"""`cloudmri fl simulate` and `cloudmri dl`: what a researcher types, checked through the catalog and files."""
+"""`cloudmri fl simulate` and `cloudmri dl`: what a researcher types, checked through the catalog and files; the
+deployment commands' security checks."""
 
 import json
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cloudmri_kernel.catalog.db import Catalog
 from cloudmri_kernel.catalog.models import Experiment, Model
 from cloudmri_kernel.cli import app
+from cloudmri_kernel.errors import UsageError
+from cloudmri_kernel.federated.deployment import make_site_key, superlink_command, supernode_command
+from cloudmri_kernel.federated.sites import SiteConfig
 
 EXPERIMENT = """
 name: demo
@@ -61,3 +66,23 @@ def test_dl_models_lists_the_shipped_model_and_experiment_rounds_with_their_hash
     assert len(rows["modl-synthetic"]["sha256"]) == 64 and rows["modl-synthetic"]["ssim"] > 0.5
     assert rows["demo/round-1"]["sha256"] == card["sha256"]
     assert load_model("demo/round-1")[1]["sha256"] == card["sha256"]
+
+
+def test_deployment_commands_refuse_unsafe_or_incomplete_security_settings(tmp_path):
+    """TLS needs all three files; SuperNode authentication needs TLS and a private key only its owner can read."""
+    with pytest.raises(UsageError, match="TLS needs --ssl-certfile"):
+        superlink_command(certfile=tmp_path / "s.pem")
+    with pytest.raises(UsageError, match="SuperNode authentication needs TLS"):
+        superlink_command(insecure=True, node_auth=True)
+    private, public = make_site_key(tmp_path / "keys", "charite")
+    assert private.stat().st_mode & 0o777 == 0o600 and public.read_text().startswith("ecdsa-sha2-nistp384 ")
+    with pytest.raises(UsageError, match="a key of this site exists already"):
+        make_site_key(tmp_path / "keys", "charite")
+    site = SiteConfig("charite")
+    with pytest.raises(UsageError, match="SuperNode authentication needs TLS"):
+        supernode_command(site, "127.0.0.1:9093", insecure=True, auth_private_key=private)
+    command = supernode_command(site, "127.0.0.1:9093", root_certificates=public, auth_private_key=private)
+    assert command[-2:] == ["--auth-supernode-private-key", str(private)]
+    private.chmod(0o644)
+    with pytest.raises(UsageError, match="readable by others: chmod 600"):
+        supernode_command(site, "127.0.0.1:9093", root_certificates=public, auth_private_key=private)

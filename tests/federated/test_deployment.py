@@ -101,23 +101,27 @@ def make_tls(folder: Path, name: str = "consortium") -> TlsFiles:
     return files
 
 
-def loopback_deployment(tmp_path: Path, aggregator_env: dict, site_env,
-                        tls: TlsFiles | None = None) -> tuple[int, list[ProcessGroup]]:
+def loopback_deployment(tmp_path: Path, aggregator_env: dict, site_env, tls: TlsFiles | None = None,
+                        site_keys: Path | None = None) -> tuple[int, list[ProcessGroup]]:
     """A SuperLink (data directory ``tmp_path/aggregator``, environment ``aggregator_env``) and one ``cloudmri fl
     site`` per site of :data:`SITES` over its own encrypted store (environment ``site_env(site)``), not started;
     the SuperLink's port and the processes, SuperLink first. With ``tls`` the SuperLink serves that certificate
-    and the sites trust that CA; else both run ``--insecure``."""
+    and the sites trust that CA; else both run ``--insecure``. With ``site_keys`` (a folder of ``SITE.key``) the
+    SuperLink lets in registered sites only and each site signs with its key."""
     for site, (coils, seed) in SITES.items():
         _site_store(tmp_path / site, site, coils, seed)
     port = free_port()
     (tmp_path / "aggregator").mkdir()
     served = (["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key), "--ssl-ca-certfile", str(tls.ca)]
               if tls else ["--insecure"])
-    superlink = ProcessGroup([*CLOUDMRI, "fl", "superlink", *served, "--port", str(port)],
+    superlink = ProcessGroup([*CLOUDMRI, "fl", "superlink", *served, "--port", str(port),
+                              *(["--node-auth"] if site_keys else [])],
                              {**aggregator_env, "CLOUDMRI_DATA_DIR": str(tmp_path / "aggregator")},
                              tmp_path / "superlink.log")
-    nodes = [site_process(tmp_path, site, port, site_env(site), ["--root-certificates", str(tls.ca)] if tls
-                          else ["--insecure"]) for site in SITES]
+    nodes = [site_process(tmp_path, site, port, site_env(site),
+                          (["--root-certificates", str(tls.ca)] if tls else ["--insecure"])
+                          + (["--auth-private-key", str(site_keys / f"{site}.key")] if site_keys else []))
+             for site in SITES]
     return port, [superlink, *nodes]
 
 
@@ -221,3 +225,45 @@ def test_over_tls_sites_that_trust_the_consortium_ca_train_and_one_that_does_not
         experiment = session.scalars(select(Experiment)).one()
         assert experiment.status == "finished" and experiment.sites == ["charite", "ruijin"]
     catalog.engine.dispose()
+
+
+def test_with_node_auth_only_sites_whose_keys_are_registered_are_let_in(tmp_path):
+    """`fl site-key` makes each site's key pair; the SuperLink runs with --node-auth over TLS; `fl register-site`
+    registers charite's public key only: charite is activated, ruijin (a valid key, never registered) is not."""
+    tls = make_tls(tmp_path / "tls")
+    for site in SITES:
+        made = subprocess.run([*CLOUDMRI, "fl", "site-key", "--site", site, "--out", str(tmp_path / "keys")],
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        assert (tmp_path / "keys" / f"{site}.key").stat().st_mode & 0o777 == 0o600
+    again = subprocess.run([*CLOUDMRI, "fl", "site-key", "--site", "charite", "--out", str(tmp_path / "keys")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "a key of this site exists already" in again.stderr
+    port, (superlink, *nodes) = loopback_deployment(tmp_path, dict(os.environ), lambda site: dict(os.environ),
+                                                    tls=tls, site_keys=tmp_path / "keys")
+    try:
+        superlink.start()
+        _wait_for(lambda: "Uvicorn running" in superlink.log_since_start(), 60, "SuperLink start", [superlink])
+        no_tls = subprocess.run([*CLOUDMRI, "fl", "register-site", str(tmp_path / "keys" / "charite.pub"),
+                                 "--superlink", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+        assert no_tls.returncode == 2 and "registering a site needs TLS" in no_tls.stderr
+        registered = subprocess.run([*CLOUDMRI, "fl", "register-site", str(tmp_path / "keys" / "charite.pub"),
+                                     "--superlink", f"127.0.0.1:{port}", "--root-certificates", str(tls.ca),
+                                     "--name", "charite"], capture_output=True, text=True, timeout=60)
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        assert "registered successfully" in registered.stdout
+        for node in nodes:
+            node.start()
+        _wait_for(lambda: "Activated node_id" in superlink.log_since_start(), 60, "charite connects",
+                  [superlink, *nodes])
+        _wait_for(lambda: "SuperNode ID" in nodes[0].log_since_start(), 30, "charite's node id", nodes)
+        time.sleep(10)  # ruijin has been trying all along
+        superlink_log, (charite_log, ruijin_log) = superlink.log_since_start(), [n.log_since_start() for n in nodes]
+    finally:
+        for process in [*nodes, superlink]:
+            process.stop()
+    assert superlink_log.count("Activated node_id") == 1, superlink_log[-3000:]
+    charite_id = charite_log.split("SuperNode ID:")[1].split()[0]
+    assert f"Activated node_id={charite_id}" in superlink_log
+    assert "SuperNode ID" not in ruijin_log, ruijin_log[-3000:]
+    assert '"POST /v1/fleet/activate-node HTTP/1.1" 412' in superlink_log  # ruijin's key is not registered
