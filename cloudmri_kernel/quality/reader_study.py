@@ -9,6 +9,8 @@ artifacts, SNR, diagnostic confidence). This module is the statistics and the bl
   method nor the dataset, and two readers see different codes for the same series (they cannot compare notes).
 - :func:`weighted_kappa`: Cohen's weighted kappa of two readers on an ordinal scale (quadratic or linear weights).
 - :func:`agreement`: weighted kappa for every pair of readers on the cases both scored, and their mean.
+- :func:`krippendorff_alpha`: one agreement figure for any number of readers, cases scored by only some of them
+  included (ordinal, interval or nominal); :func:`alpha_by_criterion` gives it per criterion of a study.
 - :func:`method_summary`: per method and criterion the number of cases and ratings, the mean and a 95 %
   confidence interval. The case (the dataset a method reconstructed) is the unit of analysis: each case's score is
   the mean over its readers, and the interval is either Student's t over these case means or a percentile
@@ -21,6 +23,10 @@ References:
     Fleiss JL, Cohen J. The equivalence of weighted kappa and the intraclass correlation coefficient as measures of
     reliability. Educ Psychol Meas 1973;33:613-619.
     Efron B. Bootstrap methods: another look at the jackknife. Ann Stat 1979;7:1-26.
+    Krippendorff K. Computing Krippendorff's alpha-reliability. Annenberg School for Communication, 2011
+    (coincidence matrix, difference functions; its worked example is this module's test).
+    Hayes AF, Krippendorff K. Answering the call for a standard reliability measure for coding data. Commun
+    Methods Meas 2007;1:77-89.
     Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall, 1993 (percentile interval, ch. 13).
 """
 
@@ -243,3 +249,60 @@ def agreement(ratings: Iterable[Rating], criteria: Sequence[str] = CRITERIA,
         defined = [p.kappa for p in pairs if p.criterion == criterion and p.kappa is not None]
         means[criterion] = float(np.mean(defined)) if defined else None
     return pairs, means
+
+
+ALPHA_LEVELS = ("ordinal", "interval", "nominal")
+
+
+def krippendorff_alpha(units: Iterable[Sequence[float | None]], level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha of the values readers gave to units (one sequence per unit; None: not rated).
+
+    .. math::
+
+        \\alpha = 1 - (n - 1) \\frac{\\sum_{c,k} o_{ck} \\delta^2_{ck}}{\\sum_{c,k} n_c n_k \\delta^2_{ck}}
+
+    over the coincidence matrix :math:`o_{ck} = \\sum_u \\#(c,k \\text{ pairs in } u) / (m_u - 1)` of the
+    units rated at least twice (:math:`m_u` values), with :math:`n_c` its margins and :math:`n` their sum.
+    :math:`\\delta^2` is 1 for unequal values (nominal), :math:`(c - k)^2` (interval), or for ordinal data
+    :math:`(\\sum_{g=c}^{k} n_g - (n_c + n_k)/2)^2`, which counts how many ratings lie between the two.
+    Returns None when fewer than two values are pairable or all pairable values are equal (no variation to
+    agree about).
+    """
+    if level not in ALPHA_LEVELS:
+        raise UsageError(f"unknown level of measurement {level!r}: one of {', '.join(ALPHA_LEVELS)}")
+    rated = [[v for v in unit if v is not None] for unit in units]
+    rated = [unit for unit in rated if len(unit) >= 2]
+    values = sorted({v for unit in rated for v in unit})
+    if len(values) < 2:
+        return None
+    index = {v: i for i, v in enumerate(values)}
+    coincidence = np.zeros((len(values), len(values)))
+    for unit in rated:
+        counts = np.bincount([index[v] for v in unit], minlength=len(values)).astype(float)
+        coincidence += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
+    margins = coincidence.sum(axis=1)
+    total = margins.sum()
+    scale = np.asarray(values, dtype=float)
+    if level == "nominal":
+        delta = 1.0 - np.eye(len(values))
+    elif level == "interval":
+        delta = (scale[:, None] - scale[None, :]) ** 2
+    else:
+        cumulative = np.concatenate([[0.0], np.cumsum(margins)])
+        low, high = np.minimum.outer(np.arange(len(values)), np.arange(len(values))), \
+            np.maximum.outer(np.arange(len(values)), np.arange(len(values)))
+        between = cumulative[high + 1] - cumulative[low]
+        delta = (between - (margins[:, None] + margins[None, :]) / 2) ** 2
+    expected = (np.outer(margins, margins) * delta).sum()
+    return float(1.0 - (total - 1) * (coincidence * delta).sum() / expected)
+
+
+def alpha_by_criterion(ratings: Iterable[Rating], criteria: Sequence[str] = CRITERIA,
+                       level: str = "ordinal") -> dict[str, float | None]:
+    """Krippendorff's alpha per criterion over every reader; a unit is one series (method, case)."""
+    units: dict[str, dict[tuple[str, str], list[int]]] = {c: defaultdict(list) for c in criteria}
+    for rating in ratings:
+        for criterion in criteria:
+            if criterion in rating.scores:
+                units[criterion][(rating.method, rating.case)].append(rating.scores[criterion])
+    return {c: krippendorff_alpha(units[c].values(), level) for c in criteria}

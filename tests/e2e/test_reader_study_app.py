@@ -123,6 +123,8 @@ def test_the_creator_sees_the_results_in_the_browser(browser, app_service, study
         assert "grappa" in table.inner_text() and "ifft" in table.inner_text()
         kappa = page.locator("table.study-kappa tbody tr")
         assert kappa.count() == 4 and kappa.first.inner_text().split("\t")[:4] == ["ray", "rita", "overall", "4"]
+        alphas = page.locator(".study-alpha").inner_text()
+        assert alphas.startswith("overall ") and "confidence" in alphas  # Krippendorff's alpha per criterion
         page.locator(".widget-image img, img.widget-image").first.wait_for()
         page.get_by_text("Inter-reader agreement").wait_for()
         page.screenshot(path=str(SCREENSHOTS / "reader-study-results.png"))

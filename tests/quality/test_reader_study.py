@@ -11,8 +11,10 @@ from cloudmri_kernel.errors import UsageError
 from cloudmri_kernel.quality.reader_study import (
     Rating,
     agreement,
+    alpha_by_criterion,
     blind_order,
     case_code,
+    krippendorff_alpha,
     method_summary,
     weighted_kappa,
 )
@@ -147,3 +149,37 @@ def test_agreement_pairs_every_reader_on_common_cases():
     assert by_pair[("r1", "r2")].kappa == pytest.approx(weighted_kappa(r1, r2))
     assert by_pair[("r1", "r3")].n == 1 and by_pair[("r1", "r3")].kappa is None
     assert means["overall"] == pytest.approx(by_pair[("r1", "r2")].kappa)
+
+
+# Krippendorff (2011), "Computing Krippendorff's alpha-reliability", section C: 4 observers, 12 units, missing values.
+KRIPPENDORFF_2011 = [[1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+                     [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+                     [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+                     [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]]
+
+
+@pytest.mark.parametrize("level, published", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)])
+def test_krippendorff_alpha_reproduces_the_published_worked_example(level, published):
+    """Units rated once (the 12th) are left out; the others count with however many readers rated them."""
+    units = list(zip(*KRIPPENDORFF_2011, strict=True))
+    assert krippendorff_alpha(units, level) == pytest.approx(published, abs=5e-4)
+
+
+def test_krippendorff_alpha_edge_cases_and_bad_levels():
+    assert krippendorff_alpha([[3, 3], [4, 4, 4], [1, 1]]) == pytest.approx(1.0)
+    assert krippendorff_alpha([[2, 2], [2, 2]]) is None  # no variation: nothing to agree about
+    assert krippendorff_alpha([[5], [1, None]]) is None  # nothing rated twice
+    # two readers who always disagree by the whole scale agree worse than chance
+    assert krippendorff_alpha([[1, 5], [5, 1], [1, 5], [5, 1]], "interval") < 0
+    with pytest.raises(UsageError, match="unknown level of measurement 'ratio'"):
+        krippendorff_alpha([[1, 2]], "ratio")
+
+
+def test_alpha_by_criterion_takes_each_series_as_a_unit_across_every_reader():
+    ratings = [Rating(reader, method, case, {"overall": score, "snr": 3})
+               for reader, scores in (("ada", [1, 2, 4]), ("rita", [1, 3, 4]), ("ray", [2, 3, None]))
+               for (method, case), score in zip((("ifft", "d1"), ("sense", "d1"), ("sense", "d2")), scores,
+                                                strict=True) if score is not None]
+    alphas = alpha_by_criterion(ratings, ("overall", "snr"))
+    assert alphas["overall"] == pytest.approx(krippendorff_alpha([[1, 1, 2], [2, 3, 3], [4, 4]]))
+    assert alphas["snr"] is None

@@ -17,7 +17,13 @@ from cloudmri_kernel.catalog import Catalog
 from cloudmri_kernel.catalog.models import ReaderStudy, ReaderStudyCase, Series
 from cloudmri_kernel.client import Client, ServiceError
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
-from cloudmri_kernel.quality.reader_study import CRITERIA, Rating, method_summary, weighted_kappa
+from cloudmri_kernel.quality.reader_study import (
+    CRITERIA,
+    Rating,
+    krippendorff_alpha,
+    method_summary,
+    weighted_kappa,
+)
 from cloudmri_kernel.service.app import create_app
 from cloudmri_kernel.service.metrics import route_template
 from cloudmri_kernel.service.routes import studies
@@ -244,6 +250,9 @@ def test_results_unblind_for_the_creator_with_intervals_and_kappa(api, study, se
     assert overall["kappa"] == pytest.approx(weighted_kappa([by_key[("ada", *k)] for k in keys],
                                                             [by_key[("rita", *k)] for k in keys]))
     assert results["mean_kappa"]["overall"] == pytest.approx(overall["kappa"])
+    assert results["alpha"]["overall"] == pytest.approx(krippendorff_alpha(
+        [[by_key[(reader, *k)] for reader in ("ada", "rita")] for k in keys]))
+    assert set(results["alpha"]) == set(results["mean_kappa"])
     assert results["progress"] == [{"reader": "ada", "scored": 4, "total": 4},
                                    {"reader": "rita", "scored": 4, "total": 4}]
     bootstrap = api.get(f"/studies/{study['id']}/results", "alice").json()

@@ -261,7 +261,10 @@ class StudyResults(widgets.VBox):
         pairs = [[html.escape(p["reader_a"]), html.escape(p["reader_b"]), html.escape(p["criterion"]), str(p["n"]),
                   _number(p["kappa"], 3)] for p in results["agreement"]]
         means = ", ".join(f"{html.escape(c)} {_number(k, 3)}" for c, k in results["mean_kappa"].items())
-        self.agreement.value = (f"<h3>Inter-reader agreement</h3><p>Cohen's weighted kappa "
+        alphas = ", ".join(f"{html.escape(c)} {_number(a, 3)}" for c, a in results.get("alpha", {}).items())
+        self.agreement.value = (f"<h3>Inter-reader agreement</h3><p>Krippendorff's alpha (ordinal, every reader, "
+                                f"cases scored by two or more): <span class='study-alpha'>{alphas or '&ndash;'}"
+                                f"</span>.</p><p>Cohen's weighted kappa "
                                 f"({results['kappa_weights']} weights) per reader pair on the cases both scored; "
                                 f"mean over pairs: {means or '&ndash;'}.</p>"
                                 + _table("study-kappa", ["Reader", "Reader", "Criterion", "Cases", "Kappa"], pairs))

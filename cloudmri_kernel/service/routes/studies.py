@@ -31,7 +31,14 @@ from sqlalchemy.orm import Session
 
 from cloudmri_kernel.catalog.models import Dataset, ReaderStudy, ReaderStudyCase, Series, utcnow
 from cloudmri_kernel.errors import UsageError
-from cloudmri_kernel.quality.reader_study import CRITERIA, Rating, agreement, blind_order, method_summary
+from cloudmri_kernel.quality.reader_study import (
+    CRITERIA,
+    Rating,
+    agreement,
+    alpha_by_criterion,
+    blind_order,
+    method_summary,
+)
 from cloudmri_kernel.service.deps import DB, Caller, Service, fetch
 from cloudmri_kernel.service.identity import Identity
 from cloudmri_kernel.service.images import npy_bytes, png_bytes, select_image
@@ -127,6 +134,7 @@ class ResultsOut(Out):
     kappa_weights: str
     agreement: list[PairOut]
     mean_kappa: dict[str, float | None]
+    alpha: dict[str, float | None]
     progress: list[ProgressOut]
 
 
@@ -334,4 +342,5 @@ def study_results(study_id: str, request: Request, caller: Caller, db: DB,
     return ResultsOut(study=_study_out(db, study), interval=interval, level=0.95,
                       summary=[SummaryOut.model_validate(s) for s in summary], kappa_weights=weights,
                       agreement=[PairOut.model_validate(p) for p in pairs], mean_kappa=means,
+                      alpha=alpha_by_criterion(ratings, study.criteria),
                       progress=[ProgressOut(reader=r, scored=s, total=t) for r, (s, t) in sorted(progress.items())])
