@@ -96,9 +96,9 @@ def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, opti
                         dict(strategy="fedavgm", **momentum)),
             "fedavg-epochs": (f"federated fedavg, {local_epochs} epochs x {rounds // local_epochs} rounds",
                               dict(strategy="fedavg", local_epochs=local_epochs, rounds=rounds // local_epochs))}
-    if local_epochs <= 1 or personalize_epochs < 1:
-        chosen = tuple(a for a in chosen if a != ("fedavg-epochs" if local_epochs <= 1 else "fedavg-ft"))
-    return dict(arms[a] for a in chosen)
+    left_out = {"fedavg-epochs"} if local_epochs <= 1 else set()
+    left_out |= {"fedavg-ft"} if personalize_epochs < 1 else set()
+    return dict(arms[a] for a in chosen if a not in left_out)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ with its new weights, its number of examples (the averaging weight) and its trai
 ``keep-optimizer`` the site keeps its Adam moment estimates in its Flower context from one round to the next
 (they never leave the site) instead of restarting Adam each round, whose first steps after a restart are as
 large as the learning rate in every weight whatever the gradient (the stateful local optimizers of Reddi et al.
-2021 and Wang et al. 2021). On ``evaluate`` it
-scores the weights it was sent on its held-out split (loss, SSIM, PSNR). Every reply names the site in a
-``site`` ConfigRecord, so the server can record per-site metrics; no image or k-space ever leaves the site.
+2021 and Wang et al. 2021). On ``evaluate`` it scores the weights it was sent on its held-out split (loss, SSIM,
+PSNR). Every reply names the site in a ``site`` ConfigRecord, so the server can record per-site metrics; no
+image or k-space ever leaves the site.
 
 On ``train.personalize`` (after the last round, when the experiment asks for it) a site adapts the final global
 model to its own data: it scores the model on its held-out split, fine-tunes it for ``personalize-epochs`` on its

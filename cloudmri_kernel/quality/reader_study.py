@@ -289,8 +289,8 @@ def krippendorff_alpha(units: Iterable[Sequence[float | None]], level: str = "or
         delta = (scale[:, None] - scale[None, :]) ** 2
     else:
         cumulative = np.concatenate([[0.0], np.cumsum(margins)])
-        low, high = np.minimum.outer(np.arange(len(values)), np.arange(len(values))), \
-            np.maximum.outer(np.arange(len(values)), np.arange(len(values)))
+        ranks = np.arange(len(values))
+        low, high = np.minimum.outer(ranks, ranks), np.maximum.outer(ranks, ranks)
         between = cumulative[high + 1] - cumulative[low]
         delta = (between - (margins[:, None] + margins[None, :]) / 2) ** 2
     expected = (np.outer(margins, margins) * delta).sum()
