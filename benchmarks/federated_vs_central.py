@@ -77,7 +77,7 @@ def models_dir_in(folder: str):
 
 
 #: Arms that ``--arms`` can name; local and central always run (they are what the targets compare with).
-ARMS = ("fedavg", "fedavg-ft", "fedprox", "fedadam", "fedavgm", "fedavg-epochs")
+ARMS = ("fedavg", "fedavg-ft", "fedprox", "fedadam", "fedavgm", "fedavg-epochs", "site-lamda", "site-lamda-ft")
 
 
 def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, optimizers: dict,
@@ -95,9 +95,15 @@ def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, opti
                                                f"{momentum['server_lr']:g})" if momentum else ""),
                         dict(strategy="fedavgm", **momentum)),
             "fedavg-epochs": (f"federated fedavg, {local_epochs} epochs x {rounds // local_epochs} rounds",
-                              dict(strategy="fedavg", local_epochs=local_epochs, rounds=rounds // local_epochs))}
+                              dict(strategy="fedavg", local_epochs=local_epochs, rounds=rounds // local_epochs)),
+            "site-lamda": ("FedAvg, site λ (each site keeps its data-consistency weight)",
+                           dict(strategy="fedavg", local_lamda=True)),
+            "site-lamda-ft": (f"FedAvg-FT, site λ: {rounds - personalize_epochs} rounds + {personalize_epochs} "
+                              "epoch(s) fine-tuning", dict(strategy="fedavg", local_lamda=True,
+                                                           rounds=rounds - personalize_epochs,
+                                                           personalize_epochs=personalize_epochs))}
     left_out = {"fedavg-epochs"} if local_epochs <= 1 else set()
-    left_out |= {"fedavg-ft"} if personalize_epochs < 1 else set()
+    left_out |= {"fedavg-ft", "site-lamda-ft"} if personalize_epochs < 1 else set()
     return dict(arms[a] for a in chosen if a not in left_out)
 
 
@@ -110,6 +116,7 @@ class Setup:
     test_count: int
     rounds: int
     lr: float
+    lamda_lr: float | None
     seed: int
     threads: int
     arch: MoDLConfig = MoDLConfig(unrolls=4, cg_iterations=6, features=24, depth=5)
@@ -129,18 +136,20 @@ def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[s
     started = time.perf_counter()
     net = setup.fresh()
     train(net, [sample for s in configs if s.name in site_names for sample in load_site_data(s)[0]],
-          epochs=setup.rounds, lr=setup.lr, seed=setup.seed)
+          epochs=setup.rounds, lr=setup.lr, lamda_lr=setup.lamda_lr, seed=setup.seed)
     return name, scores(net, configs), time.perf_counter() - started
 
 
 def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float]:
-    """One federated arm on the in-process grid; a personalized arm is scored by each site on its own split."""
+    """One federated arm on the in-process grid; an arm whose sites keep models of their own (fine-tuned, or with
+    their own λ) is scored by each site on its own split."""
     torch.set_num_threads(setup.threads)
     configs = setup.sites()
     settings = {"rounds": setup.rounds, **settings}
     with tempfile.TemporaryDirectory() as tmp, models_dir_in(tmp):
         result = run_experiment(ExperimentConfig(name="arm", seed=setup.seed, architecture=setup.arch,
-                                                 lr=setup.lr, min_sites=3, **settings), configs, tmp)
+                                                 lr=setup.lr, lamda_lr=setup.lamda_lr, min_sites=3, **settings),
+                                configs, tmp)
         net, _ = load_model(result.final.path, expected_sha256=result.final.sha256)
     if result.personalization is None:
         return name, scores(net, configs), result.seconds
@@ -172,9 +181,10 @@ def markdown(results: dict, seconds: dict, args) -> list[str]:
     names = sorted(next(iter(results.values())))
     lines = [f"Three sites, {args.train} training and {args.test} held-out {args.matrix}x{args.matrix} images each, "
              f"{args.rounds} passes over each site's data (rounds x local epochs for federated, epochs otherwise), "
-             f"Adam at learning rate {args.lr:g}, seed {args.seed}, {args.jobs} arm(s) at a time with {args.threads} "
-             f"thread(s) each. FedAvg-FT's personalized models are scored on their own "
-             "site's held-out split only.",
+             f"Adam at learning rate {args.lr:g} (λ: {args.lamda_lr or args.lr:g}), seed {args.seed}, {args.jobs} "
+             f"arm(s) at a time with {args.threads} "
+             f"thread(s) each. Models kept at a site (FedAvg-FT, site λ) are scored on "
+             "their own site's held-out split only.",
              "", "| model | " + " | ".join(f"{n} SSIM / PSNR" for n in names) + " | mean SSIM |",
              "|---|" + "---|" * (len(names) + 1)]
     for method, per_site in results.items():
@@ -186,7 +196,7 @@ def markdown(results: dict, seconds: dict, args) -> list[str]:
               ""]
     central = results["central (pooled)"]
     for method, fed in results.items():
-        if not method.startswith(("federated", "FedAvg-FT")):
+        if not method.startswith(("federated", "FedAvg")):
             continue
         gap = statistics.mean(central[n]["ssim"] - fed[n]["ssim"] for n in names)
         wins = [n for n in names if fed[n]["ssim"] > own[n]]
@@ -216,6 +226,8 @@ def main() -> None:
     parser.add_argument("--fedavgm", type=float, nargs=2, metavar=("MOMENTUM", "LR"),
                         help="FedAvgM's server momentum and step (default: the library's).")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate, every arm and site.")
+    parser.add_argument("--lamda-lr", type=float, help="Adam's step for log λ, MoDL's data-consistency weight, "
+                        "every arm and site (default: --lr).")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"Federated arms, comma-separated, from {', '.join(ARMS)} (local and central always run).")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per arm.")
@@ -230,7 +242,7 @@ def main() -> None:
     optimizers = {"fedadam": {} if args.fedadam_lr is None else {"server_lr": args.fedadam_lr},
                   "fedavgm": {} if args.fedavgm is None else dict(zip(("server_momentum", "server_lr"), args.fedavgm,
                                                                       strict=True))}
-    setup = Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.seed, args.threads)
+    setup = Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, args.seed, args.threads)
     results, seconds = run(setup, federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers,
                                                  chosen), args.jobs)
     lines = markdown(results, seconds, args)

@@ -75,9 +75,11 @@ def fl_simulate(
                           f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
     out.print(table)
     if result.personalization is not None:
+        epochs = result.personalization.epochs
+        title = (f"personalized: {epochs} epoch(s) of fine-tuning at each site, held-out scores" if epochs else
+                 "each site's model (the global denoiser with the site's own λ), held-out scores")
         personalized = Table("site", "SSIM before", "SSIM after", "PSNR before", "PSNR after", "model SHA-256",
-                             title=f"personalized: {result.personalization.epochs} epoch(s) of fine-tuning at "
-                             "each site, held-out scores")
+                             title=title)
         for site, model in sorted(result.personalization.sites.items()):
             personalized.add_row(site, f"{model.before['ssim']:.4f}", f"{model.after['ssim']:.4f}",
                                  f"{model.before['psnr']:.2f}", f"{model.after['psnr']:.2f}", model.sha256[:12])

@@ -12,7 +12,9 @@ With ``personalize_epochs > 0``, after the last round every site fine-tunes the 
 training split in its own ClientApp (``train.personalize``, :mod:`.site`: local adaptation, Yu et al. 2020) and
 keeps the personalized model; the experiment records, per site, the held-out scores before and after and the
 personalized model's SHA-256 (queued for the ledger like the global models) and where the site keeps it. The
-catalog's ``metrics`` list then ends with one ``{"personalization": ...}`` entry after the round records.
+catalog's ``metrics`` list then ends with one ``{"personalization": ...}`` entry after the round records. With
+``local_lamda`` (each site keeps its own data-consistency weight) the same step keeps, at each site, the final
+global model with the site's own weight, fine-tuned when ``personalize_epochs > 0``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from cloudmri_kernel.federated.site import (
     BATCH_SIZE,
     EXPERIMENT_NAME,
     KEEP_OPTIMIZER,
+    LAMDA_LR,
     LEARNING_RATE,
     LOCAL_EPOCHS,
+    LOCAL_LAMDA,
     PERSONALIZE,
     PERSONALIZE_EPOCHS,
 )
@@ -60,6 +64,11 @@ class ExperimentConfig:
     ``server_lr`` and ``server_momentum`` are the server optimizer's (``fedadam``, ``fedavgm``; default: see
     :func:`~.aggregation.make_strategy`). ``personalize_epochs > 0``: after the last round each site fine-tunes
     the final global model for that many epochs on its own training split and keeps it (see the module).
+
+    ``lamda_lr``: Adam's step for the logarithm of MoDL's data-consistency weight λ (default ``lr``; see
+    :func:`~cloudmri_kernel.recon.training.train`). ``local_lamda``: each site keeps its own λ (see
+    :mod:`~cloudmri_kernel.federated.site`); sites then also keep the global model with their own λ after the last
+    round, as they keep a fine-tuned one (with ``personalize_epochs > 0``, fine-tuning starts from it).
     """
 
     name: str = "federated"
@@ -78,6 +87,8 @@ class ExperimentConfig:
     server_lr: float | None = None
     server_momentum: float = 0.9
     personalize_epochs: int = 0
+    lamda_lr: float | None = None
+    local_lamda: bool = False
     seed: int = 0
     architecture: MoDLConfig = field(default_factory=MoDLConfig)
 
@@ -89,15 +100,24 @@ class ExperimentConfig:
         if self.personalize_epochs < 0:
             raise UsageError(f"personalize_epochs must be 0 (no personalization) or more, got "
                              f"{self.personalize_epochs}")
+        if self.lamda_lr is not None and self.lamda_lr <= 0:
+            raise UsageError(f"lamda_lr must be positive, got {self.lamda_lr}")
         if self.server_lr is not None and self.server_lr <= 0:
             raise UsageError(f"server_lr must be positive, got {self.server_lr}")
         if not 0 <= self.server_momentum < 1:
             raise UsageError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
 
+    @property
+    def personalizes(self) -> bool:
+        """Whether sites keep a model of their own after the last round (fine-tuned, or with their own λ)."""
+        return self.personalize_epochs > 0 or self.local_lamda
+
     def round_config(self) -> ConfigRecord:
         """What every site is sent with the weights: training settings and the architecture."""
         values = {LOCAL_EPOCHS: self.local_epochs, LEARNING_RATE: self.lr, BATCH_SIZE: self.batch_size,
-                  KEEP_OPTIMIZER: self.keep_optimizer_state}
+                  KEEP_OPTIMIZER: self.keep_optimizer_state, LOCAL_LAMDA: self.local_lamda}
+        if self.lamda_lr is not None:
+            values[LAMDA_LR] = self.lamda_lr
         values.update({f"modl-{key}": value for key, value in self.architecture.to_dict().items()})
         return ConfigRecord(values)
 
@@ -293,7 +313,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
             on_round(record)
         last = server_round == config.rounds
         stopping = stop is not None and stop.is_set() and not last
-        done = "personalizing" if config.personalize_epochs > 0 else "finished"
+        done = "personalizing" if config.personalizes else "finished"
         _catalog_round(catalog, experiment_id, guard.rounds, model,
                        done if last else "stopped" if stopping else "running")
         if stopping:
@@ -311,7 +331,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         _catalog_failed(catalog, experiment_id)
         raise
     result = ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)
-    if config.personalize_epochs > 0:
+    if config.personalizes:
         try:
             result.personalization = personalize(grid, config, ArrayRecord(net.state_dict()), guard._names)
         except BaseException:

@@ -7,8 +7,17 @@ with its new weights, its number of examples (the averaging weight) and its trai
 (they never leave the site) instead of restarting Adam each round, whose first steps after a restart are as
 large as the learning rate in every weight whatever the gradient (the stateful local optimizers of Reddi et al.
 2021 and Wang et al. 2021). On ``evaluate`` it scores the weights it was sent on its held-out split (loss, SSIM,
-PSNR). Every reply names the site in a ``site`` ConfigRecord, so the server can record per-site metrics; no
-image or k-space ever leaves the site.
+PSNR).
+
+With ``local-lamda`` a site keeps its own data-consistency weight :math:`\\lambda` of MoDL (in its Flower context,
+like its optimizer state): after its first round it trains and evaluates the global denoiser with its own
+:math:`\\lambda` instead of the one it was sent, and still replies with the weight it trained, so the global model's
+:math:`\\lambda` is the sites' mean (a starting point for a new site). :math:`\\lambda` weighs the denoiser's image
+against the site's measured data, so it belongs to the site's acquisition (noise, coils, acceleration): the site
+with the noisiest, most aliased data learns one ten times the others'. Keeping it local is the idea of FedBN (Li et
+al. 2021), which keeps batch-normalization statistics local, applied to the one acquisition-specific parameter of
+an unrolled network. Every reply names the site in a ``site`` ConfigRecord, so the server can record per-site
+metrics; no image or k-space ever leaves the site.
 
 On ``train.personalize`` (after the last round, when the experiment asks for it) a site adapts the final global
 model to its own data: it scores the model on its held-out split, fine-tunes it for ``personalize-epochs`` on its
@@ -21,6 +30,8 @@ References:
     Yu T, Bagdasaryan E, Shmatikov V. Salvaging federated learning by local adaptation. arXiv 2002.04758, 2020.
     Reddi S et al. Adaptive federated optimization. ICLR 2021.
     Wang J et al. A field guide to federated optimization. arXiv 2107.06917, 2021.
+    Li X, Jiang M, Zhang X, Kamp M, Dou Q. FedBN: federated learning on non-IID features via local batch
+    normalization. ICLR 2021.
 """
 
 from __future__ import annotations
@@ -41,9 +52,9 @@ app = ClientApp()
 
 #: Keys of the ConfigRecord the server sends with every round.
 LOCAL_EPOCHS, LEARNING_RATE, BATCH_SIZE, PROXIMAL_MU = "local-epochs", "lr", "batch-size", "proximal-mu"
-KEEP_OPTIMIZER = "keep-optimizer"
-#: Where a site keeps its optimizer state in its Flower context between rounds.
-OPTIMIZER_STATE = "optimizer-state"
+KEEP_OPTIMIZER, LAMDA_LR, LOCAL_LAMDA = "keep-optimizer", "lamda-lr", "local-lamda"
+#: Where a site keeps its optimizer state, and its own data-consistency weight, in its Flower context.
+OPTIMIZER_STATE, SITE_LAMDA = "optimizer-state", "site-lamda"
 #: Keys of the personalization request (message type ``train.personalize``).
 PERSONALIZE, PERSONALIZE_EPOCHS, EXPERIMENT_NAME = "personalize", "personalize-epochs", "experiment-name"
 
@@ -54,6 +65,19 @@ def network_from(arrays: ArrayRecord, config: ConfigRecord) -> MoDL:
     net = MoDL(architecture)
     net.load_state_dict(arrays.to_torch_state_dict())
     return net
+
+
+def _with_site_lamda(net: MoDL, config: ConfigRecord, context: Context) -> MoDL:
+    """With ``local-lamda``, the site's own data-consistency weight replaces the one it was sent (once it has one)."""
+    if config.get(LOCAL_LAMDA, False) and SITE_LAMDA in context.state:
+        with torch.no_grad():
+            net.log_lamda.copy_(context.state[SITE_LAMDA].to_torch_state_dict()["log_lamda"])
+    return net
+
+
+def _training_options(config: ConfigRecord) -> dict:
+    return {"batch_size": int(config.get(BATCH_SIZE, 4)), "lr": float(config.get(LEARNING_RATE, 1e-3)),
+            "lamda_lr": float(config[LAMDA_LR]) if LAMDA_LR in config else None}
 
 
 def _site(context: Context) -> SiteConfig:
@@ -72,15 +96,16 @@ def _reply(msg: Message, site: SiteConfig, metrics: dict, arrays: ArrayRecord | 
 def train(msg: Message, context: Context) -> Message:
     site = _site(context)
     config = msg.content["config"]
-    net = network_from(msg.content["arrays"], config)
+    net = _with_site_lamda(network_from(msg.content["arrays"], config), config, context)
     global_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
     train_set, _ = load_site_data(site)
     mu = float(config.get(PROXIMAL_MU, 0.0))
     kept = _kept_optimizer(context) if config.get(KEEP_OPTIMIZER, False) else None
-    losses = training.train(net, train_set, epochs=int(config.get(LOCAL_EPOCHS, 1)),
-                            batch_size=int(config.get(BATCH_SIZE, 4)), lr=float(config.get(LEARNING_RATE, 1e-3)),
+    losses = training.train(net, train_set, epochs=int(config.get(LOCAL_EPOCHS, 1)), **_training_options(config),
                             seed=site.seed + int(config["server-round"]), proximal_mu=mu,
                             global_state=global_state if mu > 0 else None, optimizer_state=kept)
+    if config.get(LOCAL_LAMDA, False):
+        context.state[SITE_LAMDA] = ArrayRecord({"log_lamda": net.log_lamda.detach().clone()})
     if kept is not None:
         context.state[OPTIMIZER_STATE] = ArrayRecord({f"{index}.{name}": tensor for index, moments in kept.items()
                                                       for name, tensor in moments.items()})
@@ -102,7 +127,8 @@ def _kept_optimizer(context: Context) -> dict[int, dict[str, torch.Tensor]]:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     site = _site(context)
-    net = network_from(msg.content["arrays"], msg.content["config"])
+    config = msg.content["config"]
+    net = _with_site_lamda(network_from(msg.content["arrays"], config), config, context)
     _, test_set = load_site_data(site)
     with torch.no_grad():
         scores = training.evaluate(net, test_set)
@@ -125,25 +151,28 @@ def personalized_path(experiment: str, site: str) -> Path:
 
 @app.train(PERSONALIZE)
 def personalize(msg: Message, context: Context) -> Message:
-    """Fine-tune the final global model on this site's training split; keep it here (see the module)."""
+    """Fine-tune the final global model (with the site's own λ when it keeps one) on this site's training split;
+    keep it here (see the module). With 0 epochs the kept model is the global model with the site's λ."""
     site = _site(context)
     config = msg.content["config"]
-    net = network_from(msg.content["arrays"], config)
+    net = _with_site_lamda(network_from(msg.content["arrays"], config), config, context)
     train_set, test_set = load_site_data(site)
     with torch.no_grad():
         before = training.evaluate(net, test_set)
     epochs = int(config[PERSONALIZE_EPOCHS])
-    losses = training.train(net, train_set, epochs=epochs, batch_size=int(config.get(BATCH_SIZE, 4)),
-                            lr=float(config.get(LEARNING_RATE, 1e-3)), seed=site.seed)
+    losses = training.train(net, train_set, epochs=epochs, **_training_options(config), seed=site.seed)
     with torch.no_grad():
-        after = training.evaluate(net, test_set)
+        after = training.evaluate(net, test_set) if epochs else before
     experiment = str(config[EXPERIMENT_NAME])
     path = personalized_path(experiment, site.name)
     card = save_model(net, path, {"experiment_name": experiment, "site": site.name,
                                   "training": {"data": "personalized", "from": "final global model",
-                                               "epochs": epochs, "train_count": len(train_set)},
+                                               "epochs": epochs, "train_count": len(train_set),
+                                               "site_lamda": bool(config.get(LOCAL_LAMDA, False))},
                                   "held_out": {"before": before, "after": after}})
     metrics = {f"{when}-{key}": scores[key] for when, scores in (("before", before), ("after", after))
                for key in ("loss", "ssim", "psnr")}
-    return _reply(msg, site, {**metrics, "train-loss": sum(losses) / len(losses), "num-examples": len(test_set)},
+    if losses:
+        metrics["train-loss"] = sum(losses) / len(losses)
+    return _reply(msg, site, {**metrics, "num-examples": len(test_set)},
                   model={"sha256": card["sha256"], "path": str(path)})

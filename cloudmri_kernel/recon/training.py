@@ -62,7 +62,7 @@ def loss_of(net: MoDL, batch: Batch) -> torch.Tensor:
 def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int = 4, lr: float = 1e-3,
           seed: int = 0, device: str = "cpu", proximal_mu: float = 0.0,
           global_state: dict[str, torch.Tensor] | None = None,
-          optimizer_state: dict[int, dict[str, torch.Tensor]] | None = None,
+          optimizer_state: dict[int, dict[str, torch.Tensor]] | None = None, lamda_lr: float | None = None,
           on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Adam on :func:`loss_of`; returns the loss of every step.
 
@@ -72,13 +72,20 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
     ``optimizer_state`` carries Adam's moment estimates from one call to the next (a site's across federated
     rounds): what it holds is loaded before the first step, and it is replaced by the state after the last
     (parameter index → ``step``, ``exp_avg``, ``exp_avg_sq``). An empty dict starts afresh.
+
+    ``lamda_lr`` is Adam's step for log λ, MoDL's data-consistency weight (default ``lr``). Adam moves
+    every parameter by at most about its step per iteration whatever the gradient, so at ``lr`` = 0.003 λ needs
+    hundreds of epochs to travel one order of magnitude; noisy, coherently aliased data want a λ ten times the
+    initial one (measured in ``docs/benchmarks/federated_vs_central.md``), which a ten times larger step reaches
+    in tens of epochs.
     """
     if proximal_mu > 0 and global_state is None:
         raise ValueError("FedProx needs the global weights (global_state)")
     net.to(device).train()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = torch.optim.Adam([{"params": [net.log_lamda], "lr": lr if lamda_lr is None else lamda_lr},
+                                  {"params": list(net.denoiser.parameters())}], lr=lr)
     if optimizer_state:
         optimizer.load_state_dict({"state": optimizer_state,
                                    "param_groups": optimizer.state_dict()["param_groups"]})

@@ -23,7 +23,7 @@ from cloudmri_kernel.federated.experiment import (
     run_experiment,
 )
 from cloudmri_kernel.federated.simulation import InProcessGrid
-from cloudmri_kernel.federated.site import PERSONALIZE, personalized_path
+from cloudmri_kernel.federated.site import PERSONALIZE, SITE_LAMDA, personalized_path
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.recon.model_files import load_model
 from tests.federated.conftest import ARCH, tiny_sites
@@ -79,6 +79,49 @@ def test_sites_fine_tune_the_final_model_keep_it_and_report_scores_before_and_af
     assert load_model(result.final.path, expected_sha256=result.final.sha256)[1]["round"] == 2
 
 
+def test_sites_keep_their_own_lamda_and_keep_the_global_denoiser_with_it(tmp_path, catalog, site_models):
+    """local_lamda (FedBN applied to MoDL's data-consistency weight): each site trains and evaluates the global
+    denoiser with its own λ, the global λ is the mean of the sites', and after the last round each site keeps the
+    global denoiser with its λ as its model."""
+    sites = tiny_sites()
+    grid = InProcessGrid(site_app, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    config = ExperimentConfig(name="site-lamda", rounds=3, architecture=ARCH, min_sites=3, local_lamda=True,
+                              lamda_lr=0.2)
+    result = run_experiment(config, sites, tmp_path / "global", catalog=catalog, grid=grid)
+    final = _state(result.final.path, result.final.sha256)
+    kept = {}
+    for index, site in enumerate(sites):
+        own = grid.node_state(FIRST_NODE_ID + index)[SITE_LAMDA].to_torch_state_dict()["log_lamda"]
+        model = result.personalization.sites[site.name]
+        personal = _state(model.path, model.sha256)
+        assert torch.equal(personal["log_lamda"], own)
+        assert all(torch.equal(personal[name], final[name]) for name in final if name != "log_lamda")
+        # no fine-tuning epochs: the kept model is the one the site scored in the last round
+        assert model.after == model.before
+        assert model.before["ssim"] == pytest.approx(result.rounds[-1].evaluate[site.name]["ssim"], abs=1e-6)
+        kept[site.name] = float(own)
+    assert len({round(value, 3) for value in kept.values()}) == 3  # sites with different data learn different λ
+    assert float(final["log_lamda"]) == pytest.approx(sum(kept.values()) / 3, abs=1e-6)  # equal training counts
+    assert result.personalization.epochs == 0 and not result.personalization.failed
+    with catalog.session() as session:
+        experiment = session.get(Experiment, result.experiment_id)
+        assert experiment.status == "finished" and experiment.config["local_lamda"] is True
+        assert set(experiment.metrics[-1]["personalization"]["sites"]) == {s.name for s in sites}
+
+
+def test_with_site_lamda_fine_tuning_starts_from_the_sites_own_lamda(tmp_path, site_models):
+    sites = tiny_sites(2)
+    grid = InProcessGrid(site_app, {FIRST_NODE_ID + i: s.to_node_config() for i, s in enumerate(sites)})
+    config = ExperimentConfig(name="site-lamda-ft", rounds=2, architecture=ARCH, local_lamda=True, lamda_lr=0.2,
+                              personalize_epochs=1)
+    result = run_experiment(config, sites, tmp_path, grid=grid)
+    for site in sites:
+        model = result.personalization.sites[site.name]
+        assert model.before["ssim"] == pytest.approx(result.rounds[-1].evaluate[site.name]["ssim"], abs=1e-6)
+        assert model.after["ssim"] != model.before["ssim"]
+        assert load_model(model.path)[1]["training"]["site_lamda"] is True
+
+
 def test_without_personalize_epochs_nothing_is_personalized(tmp_path, catalog, site_models):
     result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), tiny_sites(2), tmp_path, catalog=catalog)
     assert result.personalization is None and not (site_models / "personalized").exists()
@@ -124,6 +167,9 @@ def test_a_site_that_fails_to_personalize_is_recorded_and_the_others_keep_theirs
 def test_bad_personalization_and_server_optimizer_settings_are_refused():
     with pytest.raises(UsageError, match="personalize_epochs"):
         ExperimentConfig(personalize_epochs=-1)
+    for bad in (0, -0.01):
+        with pytest.raises(UsageError, match="lamda_lr"):
+            ExperimentConfig(lamda_lr=bad)
     with pytest.raises(UsageError, match="server_lr"):
         ExperimentConfig(strategy="fedadam", server_lr=0)
     with pytest.raises(UsageError, match="server_momentum"):
@@ -136,8 +182,9 @@ def test_bad_personalization_and_server_optimizer_settings_are_refused():
         with pytest.raises(UsageError, match="plain name"):
             personalized_path(name, "site0")
     config = experiment_from_mapping({"strategy": "fedavgm", "server_lr": 0.5, "server_momentum": 0.5,
-                                      "personalize_epochs": 3})
+                                      "personalize_epochs": 3, "local_lamda": True, "lamda_lr": 0.03})
     assert (config.server_lr, config.server_momentum, config.personalize_epochs) == (0.5, 0.5, 3)
+    assert config.local_lamda and config.lamda_lr == 0.03 and config.personalizes
 
 
 def test_server_optimizer_settings_reach_flowers_strategies():

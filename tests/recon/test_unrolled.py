@@ -79,6 +79,25 @@ def test_fedprox_term_keeps_the_weights_near_the_global_ones():
         train(MoDL(SMALL), data, proximal_mu=1.0)
 
 
+def test_lamda_takes_its_own_adam_step():
+    """Adam's first step moves every parameter by its learning rate: λ's log by lamda_lr, the denoiser by lr."""
+    data = synthetic_dataset(SyntheticSpec(matrix=32, coils=4, accel=3, calib=8), 4, 0)
+    torch.manual_seed(0)
+    start = MoDL(SMALL).state_dict()
+    moved = {}
+    for lamda_lr in (None, 0.1):
+        net = MoDL(SMALL)
+        net.load_state_dict(start)
+        state: dict = {}
+        train(net, data, epochs=1, batch_size=4, lr=1e-3, lamda_lr=lamda_lr, optimizer_state=state)
+        after = net.state_dict()
+        moved[lamda_lr] = abs(float(after["log_lamda"] - start["log_lamda"]))
+        denoiser = max(float((after[k] - start[k]).abs().max()) for k in start if k != "log_lamda")
+        assert denoiser == pytest.approx(1e-3, rel=1e-3)
+        assert state[0]["exp_avg"].shape == start["log_lamda"].shape  # λ stays parameter 0 of the kept state
+    assert moved[None] == pytest.approx(1e-3, rel=1e-3) and moved[0.1] == pytest.approx(0.1, rel=1e-3)
+
+
 def test_a_model_file_roundtrips_and_a_changed_file_is_refused(tmp_path):
     torch.manual_seed(1)
     net = MoDL(SMALL)

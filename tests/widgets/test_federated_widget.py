@@ -153,6 +153,25 @@ def test_personalization_shows_each_sites_scores_before_and_after(tmp_path, cata
         assert session.get(Experiment, form.experiment_id).config["personalize_epochs"] == 1
 
 
+def test_site_lamda_keeps_each_sites_model_with_its_own_lamda(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path / "site-models"))
+    form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=1)
+    form.name.value = "site-lamda"
+    form.local_lamda.value = True
+
+    result = form.run()
+
+    step = result.personalization
+    assert form.status == "finished" and step.epochs == 0 and sorted(step.sites) == ["siteA", "siteB", "siteC"]
+    assert "Each site's model (the global denoiser with the site's own λ, kept there)" in form.message.value
+    for site, model in step.sites.items():
+        assert f"<td>{site}</td><td>{model.before['ssim']:.3f}</td><td>{model.after['ssim']:.3f}</td>" \
+            in form.message.value
+        assert file_sha256(model.path) == model.sha256
+    with catalog.session() as session:
+        assert session.get(Experiment, form.experiment_id).config["local_lamda"] is True
+
+
 def test_stop_after_the_first_round_keeps_that_round(tmp_path, catalog):
     form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=3)
     while_running = []

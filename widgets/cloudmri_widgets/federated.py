@@ -190,6 +190,9 @@ class FederatedExperiment(widgets.VBox):
         self.personalize_epochs = widgets.IntText(
             defaults.personalize_epochs, description="Personalize epochs", style=style,
             tooltip="after the last round each site fine-tunes the final model on its own data and keeps it; 0: off")
+        self.local_lamda = widgets.Checkbox(
+            defaults.local_lamda, description="Site λ", style=style, indent=False,
+            tooltip="each site keeps its own data-consistency weight and, after the last round, the model with it")
         self.network = widgets.ToggleButtons(options=list(NETWORK_SIZES), value="small", description="Network",
                                              style=style, tooltip="small: seconds per round; normal: MoDL's default")
         first = sites[0] if sites else SiteConfig("site")
@@ -211,7 +214,7 @@ class FederatedExperiment(widgets.VBox):
         self.start_button.on_click(lambda _button: self.start())
         self.stop_button.on_click(lambda _button: self.stop())
         for field in (self.name, self.rounds, self.strategy, self.local_epochs, self.lr, self.min_sites,
-                      self.personalize_epochs, self.network, self.matrix, self.calib):
+                      self.personalize_epochs, self.local_lamda, self.network, self.matrix, self.calib):
             field.observe(self._check_form, names="value")
         header = widgets.HBox([widgets.HTML(f"<b>{title}</b>", layout=widgets.Layout(width=width))
                                for title, width in _COLUMNS])
@@ -219,7 +222,7 @@ class FederatedExperiment(widgets.VBox):
                           header, self.sites_table, self.add_site_button, self.matrix, self.calib,
                           widgets.HBox([widgets.VBox([self.rounds, self.strategy, self.local_epochs]),
                                         widgets.VBox([self.lr, self.min_sites, self.personalize_epochs,
-                                                      self.network])]),
+                                                      self.local_lamda, self.network])]),
                           self.problems, widgets.HBox([self.start_button, self.stop_button, self.progress]),
                           self.message, self.figure, self.latest, self.participants], **kwargs)
         for site in sites:
@@ -295,6 +298,7 @@ class FederatedExperiment(widgets.VBox):
         config = ExperimentConfig(name=self.name.value.strip(), strategy=self.strategy.value,
                                   rounds=self.rounds.value, local_epochs=self.local_epochs.value, lr=self.lr.value,
                                   min_sites=self.min_sites.value, personalize_epochs=self.personalize_epochs.value,
+                                  local_lamda=self.local_lamda.value,
                                   architecture=MoDLConfig(**NETWORK_SIZES[self.network.value]))
         if config.min_sites > len(self.site_rows):
             raise UsageError(f"min sites per round is {config.min_sites} but there are only "
@@ -410,12 +414,13 @@ class FederatedExperiment(widgets.VBox):
         self.status = "finished"
         self.progress.bar_style, self.progress.description = "success", "finished"
         self._say(f"Finished {len(result.rounds)} rounds in {result.seconds:.0f} s.<br>{self._model_html()}"
-                  f"{self._personalization_html(result.personalization)}")
+                  f"{self._personalization_html(result.personalization, config.local_lamda)}")
         return result
 
     @staticmethod
-    def _personalization_html(step) -> str:
-        """Each site's held-out SSIM before and after fine-tuning the final model on its own data."""
+    def _personalization_html(step, site_lamda: bool) -> str:
+        """Each site's held-out SSIM before and after fine-tuning the final model on its own data (or, with the
+        sites' own λ and no fine-tuning, of the model each site keeps)."""
         if step is None:
             return ""
         rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{model.before['ssim']:.3f}</td>"
@@ -423,7 +428,10 @@ class FederatedExperiment(widgets.VBox):
                        for name, model in step.sites.items())
         rows += "".join(f"<tr><td>{html.escape(name)}</td><td colspan='3'>failed: {html.escape(reason)}</td></tr>"
                         for name, reason in step.failed.items())
-        return (f"<br>Personalized ({step.epochs} epochs at each site, kept there):<table class='fl-personalized'>"
+        start = ", from its own λ" if site_lamda else ""
+        what = (f"Personalized ({step.epochs} epochs at each site{start}, kept there)" if step.epochs
+                else "Each site's model (the global denoiser with the site's own λ, kept there)")
+        return (f"<br>{what}:<table class='fl-personalized'>"
                 "<tr><th>site</th><th>SSIM before</th><th>after</th><th>model at the site</th></tr>"
                 f"{rows}</table>")
 
