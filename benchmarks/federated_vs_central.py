@@ -42,14 +42,14 @@ from pathlib import Path
 import torch
 
 from cloudmri_kernel.federated.experiment import ExperimentConfig, run_experiment
-from cloudmri_kernel.federated.sites import SiteConfig, load_site_data
+from cloudmri_kernel.federated.sites import SiteConfig, load_site_data, load_site_splits
 from cloudmri_kernel.recon.model_files import load_model
 from cloudmri_kernel.recon.training import evaluate, train, zero_filled_metrics
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
 
 
-def sites(matrix: int, train_count: int, test_count: int) -> list[SiteConfig]:
-    common = dict(matrix=matrix, train_count=train_count, test_count=test_count)
+def sites(matrix: int, train_count: int, test_count: int, val_count: int = 0) -> list[SiteConfig]:
+    common = dict(matrix=matrix, train_count=train_count, test_count=test_count, val_count=val_count)
     return [SiteConfig("site-a", coils=8, noise=0.01, accel=4, pattern="poisson", contrast="t1", calib=12, seed=11,
                        **common),
             SiteConfig("site-b", coils=4, noise=0.03, accel=3, pattern="uniform", contrast="t2", calib=12, seed=22,
@@ -119,30 +119,47 @@ class Setup:
     lamda_lr: float | None
     seed: int
     threads: int
+    val_count: int = 0
+    check_every: int = 10
     arch: MoDLConfig = MoDLConfig(unrolls=4, cg_iterations=6, features=24, depth=5)
 
     def sites(self) -> list[SiteConfig]:
-        return sites(self.matrix, self.train_count, self.test_count)
+        return sites(self.matrix, self.train_count, self.test_count, self.val_count)
 
     def fresh(self) -> MoDL:
         torch.manual_seed(self.seed)
         return MoDL(self.arch)
 
 
-def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[str, dict, float]:
-    """One network trained on the named sites' training splits pooled (one site: local; all: central)."""
+def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[str, dict, float, str]:
+    """One network trained on the named sites' training splits pooled (one site: local; all: central); with
+    validation splits, the checkpoint (every ``check_every`` epochs) with the best validation SSIM is scored."""
     torch.set_num_threads(setup.threads)
-    configs = setup.sites()
+    configs = [s for s in setup.sites() if s.name in site_names]
     started = time.perf_counter()
     net = setup.fresh()
-    train(net, [sample for s in configs if s.name in site_names for sample in load_site_data(s)[0]],
-          epochs=setup.rounds, lr=setup.lr, lamda_lr=setup.lamda_lr, seed=setup.seed)
-    return name, scores(net, configs), time.perf_counter() - started
+    samples = [sample for s in configs for sample in load_site_splits(s)[0]]
+    options = dict(lr=setup.lr, lamda_lr=setup.lamda_lr)
+    if not setup.val_count:
+        train(net, samples, epochs=setup.rounds, seed=setup.seed, **options)
+        return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {setup.rounds}"
+    validation = [sample for s in configs for sample in load_site_splits(s)[1]]
+    kept: dict = {}
+    best_ssim, best_epoch, best = -1.0, 0, {}
+    for epoch in range(setup.check_every, setup.rounds + 1, setup.check_every):
+        train(net, samples, epochs=setup.check_every, seed=setup.seed + epoch, optimizer_state=kept, **options)
+        ssim = evaluate(net, validation)["ssim"]
+        if ssim > best_ssim:
+            best_ssim, best_epoch = ssim, epoch
+            best = {key: tensor.detach().clone() for key, tensor in net.state_dict().items()}
+    net.load_state_dict(best)
+    return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {best_epoch}"
 
 
-def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float]:
+def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float, str]:
     """One federated arm on the in-process grid; an arm whose sites keep models of their own (fine-tuned, or with
-    their own λ) is scored by each site on its own split."""
+    their own λ) is scored by each site on its own split. With validation splits a global model is chosen by the
+    sites' mean validation SSIM over the rounds, and fine-tuning sites keep their best epoch on their own."""
     torch.set_num_threads(setup.threads)
     configs = setup.sites()
     settings = {"rounds": setup.rounds, **settings}
@@ -150,11 +167,16 @@ def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict,
         result = run_experiment(ExperimentConfig(name="arm", seed=setup.seed, architecture=setup.arch,
                                                  lr=setup.lr, lamda_lr=setup.lamda_lr, min_sites=3, **settings),
                                 configs, tmp)
-        net, _ = load_model(result.final.path, expected_sha256=result.final.sha256)
+        chosen = result.final
+        if setup.val_count:
+            chosen = max(result.models[1:], key=lambda model: statistics.mean(
+                site["val-ssim"] for site in result.rounds[model.round - 1].evaluate.values()))
+        net, _ = load_model(chosen.path, expected_sha256=chosen.sha256)
     if result.personalization is None:
-        return name, scores(net, configs), result.seconds
+        return name, scores(net, configs), result.seconds, f"round {chosen.round}"
+    kept = ", ".join(f"{site} {model.kept_epoch}" for site, model in result.personalization.sites.items())
     return (name, {site: model.after for site, model in result.personalization.sites.items()},
-            result.seconds + result.personalization.seconds)
+            result.seconds + result.personalization.seconds, f"round {result.final.round}, epochs kept: {kept}")
 
 
 def run(setup: Setup, arms: dict[str, dict], jobs: int) -> tuple[dict, dict]:
@@ -168,16 +190,18 @@ def run(setup: Setup, arms: dict[str, dict], jobs: int) -> tuple[dict, dict]:
         finished = [future.result() for future in done]
     results: dict[str, dict] = {"zero-filled": {s.name: zero_filled_metrics(load_site_data(s)[1]) for s in configs}}
     seconds: dict[str, float] = {"local (all three)": 0.0}
-    for name, per_site, elapsed in finished:
+    chosen: dict[str, str] = {}
+    for name, per_site, elapsed, checkpoint in finished:
         results[name] = per_site
+        chosen[name] = checkpoint
         if name.startswith("local"):
             seconds["local (all three)"] += elapsed
         else:
             seconds[name] = elapsed
-    return results, seconds
+    return results, seconds, chosen
 
 
-def markdown(results: dict, seconds: dict, args) -> list[str]:
+def markdown(results: dict, seconds: dict, chosen: dict, args) -> list[str]:
     names = sorted(next(iter(results.values())))
     lines = [f"Three sites, {args.train} training and {args.test} held-out {args.matrix}x{args.matrix} images each, "
              f"{args.rounds} passes over each site's data (rounds x local epochs for federated, epochs otherwise), "
@@ -204,6 +228,10 @@ def markdown(results: dict, seconds: dict, args) -> list[str]:
         lines.append(f"- {method}: mean SSIM {-gap:+.4f} vs central (target: at most 0.01 below); better than the "
                      f"site's own model on {len(wins)} of {len(names)} sites ({', '.join(wins) or 'none'}): "
                      f"targets {'met' if met else 'not met'}.")
+    if args.val:
+        lines += ["", f"Checkpoints chosen on {args.val} validation images per site (every {args.check_every} "
+                  "epochs for local and central): " + "; ".join(f"{name}: {what}" for name, what in chosen.items())
+                  + "."]
     lines += ["", "| method | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     return lines
@@ -216,6 +244,11 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", type=int, default=0,
+                        help="Validation images per site: every arm's checkpoint (epoch, round, fine-tuning epoch) "
+                        "is then chosen on them, never on the held-out images it is scored on.")
+    parser.add_argument("--check-every", type=int, default=10,
+                        help="With --val: epochs between the checkpoints local and central training choose from.")
     parser.add_argument("--personalize-epochs", type=int, default=2,
                         help="FedAvg-FT: FedAvg for ROUNDS minus this many rounds, then this many epochs of "
                         "fine-tuning at each site (the same passes over each site's data).")
@@ -242,10 +275,11 @@ def main() -> None:
     optimizers = {"fedadam": {} if args.fedadam_lr is None else {"server_lr": args.fedadam_lr},
                   "fedavgm": {} if args.fedavgm is None else dict(zip(("server_momentum", "server_lr"), args.fedavgm,
                                                                       strict=True))}
-    setup = Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, args.seed, args.threads)
-    results, seconds = run(setup, federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers,
-                                                 chosen), args.jobs)
-    lines = markdown(results, seconds, args)
+    setup = Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, args.seed, args.threads,
+                  args.val, args.check_every)
+    arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen)
+    results, seconds, checkpoints = run(setup, arms, args.jobs)
+    lines = markdown(results, seconds, checkpoints, args)
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text("# Federated vs local vs central training\n\n"

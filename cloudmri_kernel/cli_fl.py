@@ -132,7 +132,7 @@ def fl_site(
                                                   "files. Without it, on synthetic data (--set).")] = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="Site setting KEY=VALUE (matrix, coils, "
                                                       "accel, calib, noise, pattern, contrast, train_count, "
-                                                      "test_count, seed); repeat.")] = None,
+                                                      "test_count, val_count, seed); repeat.")] = None,
     port: Annotated[int, typer.Option(help="Local port of the SuperNode's ClientApp API.")] = 9094,
     insecure: Annotated[bool, typer.Option(help="No TLS: loopback tests only.")] = False,
     root_certificates: Annotated[Path | None, typer.Option(help="CA certificate to verify the SuperLink.")] = None,

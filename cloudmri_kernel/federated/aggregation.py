@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
@@ -54,6 +54,7 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     Krum,
 )
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cloudmri_kernel.errors import UsageError
 
@@ -200,7 +201,15 @@ class Guard:
                 continue
             record.evaluate[site] = dict(next(iter(msg.content.metric_records.values())))
             good.append(msg)
-        return super().aggregate_evaluate(server_round, good) if good else None
+        if not good:
+            return None
+        shared = set.intersection(*(set(record.evaluate[_site_of(m, self._names)]) for m in good))
+        if all(set(record.evaluate[_site_of(m, self._names)]) == shared for m in good):
+            return super().aggregate_evaluate(server_round, good)
+        # Sites with a validation split report more metrics than the others: average what all of them report.
+        return aggregate_metricrecords([RecordDict({"metrics": MetricRecord({key: record.evaluate[site][key]
+                                                                            for key in shared})})
+                                        for site in (_site_of(m, self._names) for m in good)], "num-examples")
 
 
 def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,

@@ -141,14 +141,16 @@ class GlobalModel:
 
 @dataclass
 class PersonalizedModel:
-    """A site's fine-tuned copy of the final global model: held-out scores before and after, and where the site
-    keeps it (a path on the site's machine)."""
+    """A site's fine-tuned copy of the final global model: held-out scores before and after, where the site
+    keeps it (a path on the site's machine) and the fine-tuning epoch it kept (the best on its validation split
+    when it has one, else the last; 0: the model as sent)."""
 
     site: str
     before: dict[str, float]
     after: dict[str, float]
     sha256: str
     path: str
+    kept_epoch: int = 0
 
 
 @dataclass
@@ -254,7 +256,8 @@ def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict
         scores = {when: {key: float(metrics[f"{when}-{key}"]) for key in ("loss", "ssim", "psnr")}
                   for when in ("before", "after")}
         result.sites[str(site["name"])] = PersonalizedModel(str(site["name"]), scores["before"], scores["after"],
-                                                            str(site["sha256"]), str(site["path"]))
+                                                            str(site["sha256"]), str(site["path"]),
+                                                            int(metrics.get("kept-epoch", config.personalize_epochs)))
     return result
 
 

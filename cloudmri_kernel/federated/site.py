@@ -24,12 +24,15 @@ model to its own data: it scores the model on its held-out split, fine-tunes it 
 training split, scores it again, and keeps the result **at the site**
 (``$CLOUDMRI_MODELS_DIR/personalized/EXPERIMENT/SITE.pt`` of the site's process, with its card). It replies with
 both scores, the model's SHA-256 and that path, never with its weights: a model fitted to one hospital's data is
-that hospital's, and it says more about the site's data than an averaged round update does.
+that hospital's, and it says more about the site's data than an averaged round update does. A site with a
+validation split keeps the fine-tuning epoch that scores best on it (:func:`fine_tune`), and reports validation
+scores beside its held-out ones every round.
 
 References:
     Yu T, Bagdasaryan E, Shmatikov V. Salvaging federated learning by local adaptation. arXiv 2002.04758, 2020.
     Reddi S et al. Adaptive federated optimization. ICLR 2021.
     Wang J et al. A field guide to federated optimization. arXiv 2107.06917, 2021.
+    Prechelt L. Early stopping - but when? In: Neural Networks: Tricks of the Trade, Springer, 1998:55-69.
     Li X, Jiang M, Zhang X, Kamp M, Dou Q. FedBN: federated learning on non-IID features via local batch
     normalization. ICLR 2021.
 """
@@ -43,7 +46,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from cloudmri_kernel.errors import UsageError
-from cloudmri_kernel.federated.sites import SiteConfig, load_site_data
+from cloudmri_kernel.federated.sites import SiteConfig, load_site_data, load_site_splits
 from cloudmri_kernel.recon import training
 from cloudmri_kernel.recon.model_files import models_dir, save_model
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
@@ -129,11 +132,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     site = _site(context)
     config = msg.content["config"]
     net = _with_site_lamda(network_from(msg.content["arrays"], config), config, context)
-    _, test_set = load_site_data(site)
+    _, validation, test_set = load_site_splits(site)
+    splits = {"": test_set, "val-": validation} if validation else {"": test_set}
+    metrics: dict = {"num-examples": len(test_set)}
     with torch.no_grad():
-        scores = training.evaluate(net, test_set)
-    return _reply(msg, site, {"loss": scores["loss"], "ssim": scores["ssim"], "psnr": scores["psnr"],
-                              "num-examples": len(test_set)})
+        for prefix, samples in splits.items():
+            scores = training.evaluate(net, samples)
+            metrics.update({prefix + key: scores[key] for key in ("loss", "ssim", "psnr")})
+    return _reply(msg, site, metrics)
 
 
 def personalized_path(experiment: str, site: str) -> Path:
@@ -149,30 +155,58 @@ def personalized_path(experiment: str, site: str) -> Path:
     return models_dir() / "personalized" / experiment / f"{site}.pt"
 
 
+def fine_tune(net: MoDL, train_set: list, validation: list, epochs: int, seed: int, **options) -> tuple[int, list]:
+    """Fine-tune ``net`` for ``epochs`` epochs; returns the epoch kept and every step's loss.
+
+    With a validation split the network is scored on it before the first epoch and after each, and the state
+    with the highest validation SSIM is kept (epoch 0: the model as it came), so that fine-tuning never leaves a
+    site with a model worse on its own validation images than the one it was sent (early stopping, Prechelt
+    1998). Without one every epoch is kept.
+    """
+    if not validation:
+        return epochs, training.train(net, train_set, epochs=epochs, seed=seed, **options)
+    with torch.no_grad():
+        best_ssim, best_epoch = training.evaluate(net, validation)["ssim"], 0
+    best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    kept: dict = {}
+    losses: list[float] = []
+    for epoch in range(1, epochs + 1):
+        losses += training.train(net, train_set, epochs=1, seed=seed + epoch, optimizer_state=kept, **options)
+        with torch.no_grad():
+            ssim = training.evaluate(net, validation)["ssim"]
+        if ssim > best_ssim:
+            best_ssim, best_epoch = ssim, epoch
+            best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    net.load_state_dict(best)
+    return best_epoch, losses
+
+
 @app.train(PERSONALIZE)
 def personalize(msg: Message, context: Context) -> Message:
-    """Fine-tune the final global model (with the site's own λ when it keeps one) on this site's training split;
-    keep it here (see the module). With 0 epochs the kept model is the global model with the site's λ."""
+    """Fine-tune the final global model (with the site's own λ when it keeps one) on this site's training split,
+    keeping the best epoch on its validation split when it has one; keep the model here (see the module). With 0
+    epochs the kept model is the global model with the site's λ."""
     site = _site(context)
     config = msg.content["config"]
     net = _with_site_lamda(network_from(msg.content["arrays"], config), config, context)
-    train_set, test_set = load_site_data(site)
+    train_set, validation, test_set = load_site_splits(site)
     with torch.no_grad():
         before = training.evaluate(net, test_set)
     epochs = int(config[PERSONALIZE_EPOCHS])
-    losses = training.train(net, train_set, epochs=epochs, **_training_options(config), seed=site.seed)
+    kept_epoch, losses = fine_tune(net, train_set, validation, epochs, site.seed, **_training_options(config))
     with torch.no_grad():
-        after = training.evaluate(net, test_set) if epochs else before
+        after = training.evaluate(net, test_set) if kept_epoch else before
     experiment = str(config[EXPERIMENT_NAME])
     path = personalized_path(experiment, site.name)
     card = save_model(net, path, {"experiment_name": experiment, "site": site.name,
                                   "training": {"data": "personalized", "from": "final global model",
-                                               "epochs": epochs, "train_count": len(train_set),
+                                               "epochs": epochs, "kept_epoch": kept_epoch,
+                                               "train_count": len(train_set), "validation_count": len(validation),
                                                "site_lamda": bool(config.get(LOCAL_LAMDA, False))},
                                   "held_out": {"before": before, "after": after}})
     metrics = {f"{when}-{key}": scores[key] for when, scores in (("before", before), ("after", after))
                for key in ("loss", "ssim", "psnr")}
     if losses:
         metrics["train-loss"] = sum(losses) / len(losses)
-    return _reply(msg, site, {**metrics, "num-examples": len(test_set)},
+    return _reply(msg, site, {**metrics, "kept-epoch": kept_epoch, "num-examples": len(test_set)},
                   model={"sha256": card["sha256"], "path": str(path)})

@@ -14,7 +14,9 @@ one of two sources:
     retrospective undersampling with the site's pattern. The target is the fully sampled coil combination.
 
 The data are split into training and held-out parts by a seeded shuffle; the split is the site's, fixed by its
-seed, so every round evaluates on the same held-out images.
+seed, so every round evaluates on the same held-out images. A site may also set aside a validation split
+(``val_count`` images, none by default): what the site *chooses* with (the fine-tuning epoch it keeps, see
+:mod:`.site`), never what it reports, so that the held-out scores stay unbiased by every choice made.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class SiteConfig:
     contrast: str = "t1"
     train_count: int = 32
     test_count: int = 8
+    val_count: int = 0
     seed: int = 0
     data_dir: str = ""
 
@@ -59,6 +62,8 @@ class SiteConfig:
             raise UsageError(f"site {self.name}: a store source needs data_dir (the site's platform data dir)")
         if self.train_count < 1 or self.test_count < 1:
             raise UsageError(f"site {self.name}: train_count and test_count must be at least 1")
+        if self.val_count < 0:
+            raise UsageError(f"site {self.name}: val_count must be 0 (no validation split) or more")
         _ = self.spec  # validates the acquisition parameters
 
     @property
@@ -127,14 +132,28 @@ def _retrospective(full: np.ndarray, spec: SyntheticSpec, rng: np.random.Generat
     return Sample(kspace, mask, maps, target)
 
 
-@functools.lru_cache(maxsize=16)
 def load_site_data(config: SiteConfig) -> tuple[list[Sample], list[Sample]]:
     """(training, held-out) samples of one site, loaded once per process."""
+    train, _validation, held_out = load_site_splits(config)
+    return train, held_out
+
+
+@functools.lru_cache(maxsize=16)
+def load_site_splits(config: SiteConfig) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(training, validation, held-out) samples of one site, loaded once per process (validation may be empty).
+
+    Synthetic validation images are drawn from their own seed, so setting ``val_count`` leaves the training and
+    held-out images as they were; from a store they come out of what would otherwise be training data.
+    """
     if config.source == "synthetic":
         return (synthetic_dataset(config.spec, config.train_count, config.seed),
+                synthetic_dataset(config.spec, config.val_count, config.seed + 2_000_006),
                 synthetic_dataset(config.spec, config.test_count, config.seed + 1_000_003))
     rng = np.random.default_rng(config.seed)
     samples = _store_samples(config, rng)
     order = rng.permutation(len(samples))
     held_out = max(1, min(config.test_count, len(samples) // 4))
-    return [samples[i] for i in order[held_out:]], [samples[i] for i in order[:held_out]]
+    validation = min(config.val_count, max(0, len(samples) - held_out - 1))
+    return ([samples[i] for i in order[held_out + validation:]],
+            [samples[i] for i in order[held_out:held_out + validation]],
+            [samples[i] for i in order[:held_out]])

@@ -23,9 +23,12 @@ from cloudmri_kernel.federated.experiment import (
     run_experiment,
 )
 from cloudmri_kernel.federated.simulation import InProcessGrid
-from cloudmri_kernel.federated.site import PERSONALIZE, SITE_LAMDA, personalized_path
+from cloudmri_kernel.federated.site import PERSONALIZE, SITE_LAMDA, fine_tune, personalized_path
 from cloudmri_kernel.federated.site import app as site_app
+from cloudmri_kernel.federated.sites import load_site_splits
 from cloudmri_kernel.recon.model_files import load_model
+from cloudmri_kernel.recon.training import evaluate, train
+from cloudmri_kernel.recon.unrolled import MoDL
 from tests.federated.conftest import ARCH, tiny_sites
 from tests.federated.test_deployment import CLOUDMRI, SITES, _wait_for, loopback_deployment, start_deployment
 
@@ -120,6 +123,52 @@ def test_with_site_lamda_fine_tuning_starts_from_the_sites_own_lamda(tmp_path, s
         assert model.before["ssim"] == pytest.approx(result.rounds[-1].evaluate[site.name]["ssim"], abs=1e-6)
         assert model.after["ssim"] != model.before["ssim"]
         assert load_model(model.path)[1]["training"]["site_lamda"] is True
+
+
+def _validation_site():
+    from dataclasses import replace
+
+    return replace(tiny_sites(1)[0], val_count=3)
+
+
+def test_fine_tuning_with_a_validation_split_keeps_its_best_epoch():
+    train_set, validation, _ = load_site_splits(_validation_site())
+    torch.manual_seed(0)
+    net = MoDL(ARCH)
+    start = evaluate(net, validation)["ssim"]
+    kept, losses = fine_tune(net, train_set, validation, epochs=4, seed=0, lr=3e-3)
+    assert len(losses) == 4 * 2 and 1 <= kept <= 4  # 6 images, batch 4: two steps an epoch
+    torch.manual_seed(0)
+    again, state, scores = MoDL(ARCH), {}, []
+    for epoch in range(1, 5):  # the same fine-tuning, epoch by epoch: what the site chose from
+        train(again, train_set, epochs=1, seed=epoch, optimizer_state=state, lr=3e-3)
+        scores.append(evaluate(again, validation)["ssim"])
+    assert evaluate(net, validation)["ssim"] == pytest.approx(max(scores)) and max(scores) > start
+    assert kept == 1 + scores.index(max(scores))
+
+
+def test_fine_tuning_that_only_hurts_keeps_the_model_as_it_came():
+    """A step far too large makes a trained network worse on every epoch: the site keeps what it was sent."""
+    train_set, validation, _ = load_site_splits(_validation_site())
+    torch.manual_seed(0)
+    net = MoDL(ARCH)
+    train(net, train_set, epochs=10, lr=3e-3)
+    sent = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    kept, _ = fine_tune(net, train_set, validation, epochs=2, seed=0, lr=5.0)
+    assert kept == 0 and all(torch.equal(net.state_dict()[name], sent[name]) for name in sent)
+
+
+def test_a_site_with_a_validation_split_reports_the_epoch_it_kept(tmp_path, catalog, site_models):
+    sites = [_validation_site(), tiny_sites(2)[1]]
+    config = ExperimentConfig(name="early", rounds=1, architecture=ARCH, personalize_epochs=3)
+    result = run_experiment(config, sites, tmp_path, catalog=catalog)
+    with_split, without = result.personalization.sites["site0"], result.personalization.sites["site1"]
+    assert 0 <= with_split.kept_epoch <= 3 and without.kept_epoch == 3
+    card = load_model(with_split.path)[1]["training"]
+    assert card["kept_epoch"] == with_split.kept_epoch and card["validation_count"] == 3
+    with catalog.session() as session:
+        stored = session.get(Experiment, result.experiment_id).metrics[-1]["personalization"]["sites"]
+        assert stored["site0"]["kept_epoch"] == with_split.kept_epoch
 
 
 def test_without_personalize_epochs_nothing_is_personalized(tmp_path, catalog, site_models):

@@ -180,6 +180,8 @@ def test_bad_experiment_and_site_settings_are_refused(tmp_path):
         SiteConfig.from_node_config({"name": "x", "colour": "red"})
     with pytest.raises(UsageError, match="contrast"):
         SiteConfig("x", contrast="flair")
+    with pytest.raises(UsageError, match="val_count"):
+        SiteConfig("x", val_count=-1)
 
 
 def test_sites_keep_their_own_data_apart():
@@ -189,6 +191,32 @@ def test_sites_keep_their_own_data_apart():
     a, b = (load_site_data(s) for s in tiny_sites(2))
     assert a[0][0].kspace.shape[0] == 4 and b[0][0].kspace.shape[0] == 8
     assert not np.allclose(np.abs(a[1][0].target), np.abs(b[1][0].target))
+
+
+def test_a_validation_split_is_set_aside_without_changing_the_other_splits():
+    from dataclasses import replace
+
+    from cloudmri_kernel.federated.sites import load_site_data, load_site_splits
+
+    site = tiny_sites(1)[0]
+    train_set, validation, test_set = load_site_splits(replace(site, val_count=2))
+    before_train, before_test = load_site_data(site)
+    assert len(validation) == 2 and load_site_splits(site)[1] == []
+    assert [s.kspace.tobytes() for s in train_set] == [s.kspace.tobytes() for s in before_train]
+    assert [s.kspace.tobytes() for s in test_set] == [s.kspace.tobytes() for s in before_test]
+    seen = {s.kspace.tobytes() for s in train_set + test_set}
+    assert all(s.kspace.tobytes() not in seen for s in validation)
+
+
+def test_sites_with_a_validation_split_report_its_scores_every_round(tmp_path):
+    from dataclasses import replace
+
+    sites = [replace(tiny_sites(1)[0], val_count=2), tiny_sites(2)[1]]
+    result = run_experiment(ExperimentConfig(rounds=1, architecture=ARCH), sites, tmp_path)
+    scores = result.rounds[0].evaluate
+    assert {"val-ssim", "val-psnr", "val-loss", "ssim"} <= set(scores["site0"])
+    assert 0 < scores["site0"]["val-ssim"] <= 1 and scores["site0"]["val-ssim"] != scores["site0"]["ssim"]
+    assert not any(key.startswith("val-") for key in scores["site1"])
 
 
 def test_a_store_site_trains_on_the_fully_sampled_raw_files_of_its_own_store(tmp_path):
@@ -207,6 +235,11 @@ def test_a_store_site_trains_on_the_fully_sampled_raw_files_of_its_own_store(tmp
     train_set, test_set = load_site_data(SiteConfig("charite", source="store", data_dir=str(tmp_path), calib=8,
                                                     accel=4, test_count=1))
     assert len(train_set) + len(test_set) == 4 and len(test_set) == 1
+    from cloudmri_kernel.federated.sites import load_site_splits
+
+    split = load_site_splits(SiteConfig("charite", source="store", data_dir=str(tmp_path), calib=8, accel=4,
+                                        test_count=1, val_count=1))
+    assert [len(part) for part in split] == [2, 1, 1]
     sample = train_set[0]
     assert sample.kspace.shape == (4, 32, 32) and sample.mask.sum() < 32
     assert np.abs(sample.kspace[:, ~sample.mask]).max() == 0
