@@ -10,19 +10,24 @@ over each site's data:
     FedAvgM (Hsu et al. 2019; momentum 0.9, effective server step 1); FedAvg with more local epochs per
     round at the same passes (fewer rounds); and FedAvg followed by personalization (FedAvg-FT: each site
     fine-tunes the final global model on its own training split, Yu et al. 2020), scored on each site's own
-    held-out split only;
+    held-out split only; FedAvg with each site keeping its own data-consistency weight λ (``site-lamda``, FedBN's
+    idea, Li et al. 2021), alone and followed by fine-tuning (``site-lamda-ft``);
 (c) central: one model on all training data pooled.
 
 Every model is scored on every site's held-out split (SSIM and PSNR, fastMRI definitions), and the zero-filled
 SENSE combination is the floor. Wall time per method is reported. Target (issue 8): federated within 0.01 SSIM
 of central, and better than local-only on every site.
 
-Every arm uses Adam at ``--lr``; federated sites keep their Adam state between rounds (the library's default).
-Arms run ``--jobs`` at a time, each in its own process with ``--threads`` torch threads; ``--arms`` picks the
-federated arms (local and central always run). The run in ``docs/benchmarks/federated_vs_central.md``::
+Every arm uses Adam at ``--lr`` (``--lamda-lr`` for log λ); federated sites keep their Adam state between rounds
+(the library's default). With ``--val N`` every site draws N validation images and every arm's checkpoint is
+chosen on them (local and central every ``--check-every`` epochs, a federated arm's round, each site's
+fine-tuning epoch), never on the held-out images it is scored on. Arms run ``--jobs`` at a time, each in its own
+process with ``--threads`` torch threads; ``--arms`` picks the federated arms (local and central always run). The
+latest run in ``docs/benchmarks/federated_vs_central.md``::
 
-    nice -n 19 python benchmarks/federated_vs_central.py --train 64 --test 16 --rounds 60 --lr 3e-3 \
-        --personalize-epochs 10 --local-epochs 1 --arms fedavg,fedavg-ft,fedprox --jobs 2
+    nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 480 \
+        --check-every 20 --lr 3e-3 --lamda-lr 0.03 --personalize-epochs 240 --local-epochs 1 \
+        --arms site-lamda-ft --jobs 2
 """
 
 from __future__ import annotations
