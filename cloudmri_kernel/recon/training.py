@@ -75,9 +75,9 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
 
     ``lamda_lr`` is Adam's step for log λ, MoDL's data-consistency weight (default ``lr``). Adam moves
     every parameter by at most about its step per iteration whatever the gradient, so at ``lr`` = 0.003 λ needs
-    hundreds of epochs to travel one order of magnitude; noisy, coherently aliased data want a λ ten times the
-    initial one (measured in ``docs/benchmarks/federated_vs_central.md``), which a ten times larger step reaches
-    in tens of epochs.
+    hundreds of epochs to travel one order of magnitude; noisy, coherently aliased data want λ ≈ 2, forty times
+    the initial 0.05 (measured in ``docs/benchmarks/federated_vs_central.md``), which a ten times larger step
+    reaches in tens of epochs.
     """
     if proximal_mu > 0 and global_state is None:
         raise ValueError("FedProx needs the global weights (global_state)")
