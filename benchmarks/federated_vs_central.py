@@ -49,7 +49,7 @@ import torch
 from cloudmri_kernel.federated.experiment import ExperimentConfig, run_experiment
 from cloudmri_kernel.federated.sites import SiteConfig, load_site_data, load_site_splits
 from cloudmri_kernel.recon.model_files import load_model
-from cloudmri_kernel.recon.training import evaluate, train, zero_filled_metrics
+from cloudmri_kernel.recon.training import evaluate, train_keeping_best, zero_filled_metrics
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
 
 
@@ -144,21 +144,10 @@ def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[s
     started = time.perf_counter()
     net = setup.fresh()
     samples = [sample for s in configs for sample in load_site_splits(s)[0]]
-    options = dict(lr=setup.lr, lamda_lr=setup.lamda_lr)
-    if not setup.val_count:
-        train(net, samples, epochs=setup.rounds, seed=setup.seed, **options)
-        return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {setup.rounds}"
     validation = [sample for s in configs for sample in load_site_splits(s)[1]]
-    kept: dict = {}
-    best_ssim, best_epoch, best = -1.0, 0, {}
-    for epoch in range(setup.check_every, setup.rounds + 1, setup.check_every):
-        train(net, samples, epochs=setup.check_every, seed=setup.seed + epoch, optimizer_state=kept, **options)
-        ssim = evaluate(net, validation)["ssim"]
-        if ssim > best_ssim:
-            best_ssim, best_epoch = ssim, epoch
-            best = {key: tensor.detach().clone() for key, tensor in net.state_dict().items()}
-    net.load_state_dict(best)
-    return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {best_epoch}"
+    kept, _ = train_keeping_best(net, samples, validation, setup.rounds, every=setup.check_every, seed=setup.seed,
+                                 lr=setup.lr, lamda_lr=setup.lamda_lr)
+    return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {kept}"
 
 
 def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float, str]:

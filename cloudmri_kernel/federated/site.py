@@ -25,14 +25,14 @@ training split, scores it again, and keeps the result **at the site**
 (``$CLOUDMRI_MODELS_DIR/personalized/EXPERIMENT/SITE.pt`` of the site's process, with its card). It replies with
 both scores, the model's SHA-256 and that path, never with its weights: a model fitted to one hospital's data is
 that hospital's, and it says more about the site's data than an averaged round update does. A site with a
-validation split keeps the fine-tuning epoch that scores best on it (:func:`fine_tune`), and reports validation
-scores beside its held-out ones every round.
+validation split keeps the fine-tuning epoch that scores best on it
+(:func:`~cloudmri_kernel.recon.training.train_keeping_best`), and reports validation scores beside its held-out
+ones every round.
 
 References:
     Yu T, Bagdasaryan E, Shmatikov V. Salvaging federated learning by local adaptation. arXiv 2002.04758, 2020.
     Reddi S et al. Adaptive federated optimization. ICLR 2021.
     Wang J et al. A field guide to federated optimization. arXiv 2107.06917, 2021.
-    Prechelt L. Early stopping - but when? In: Neural Networks: Tricks of the Trade, Springer, 1998:55-69.
     Li X, Jiang M, Zhang X, Kamp M, Dou Q. FedBN: federated learning on non-IID features via local batch
     normalization. ICLR 2021.
 """
@@ -155,32 +155,6 @@ def personalized_path(experiment: str, site: str) -> Path:
     return models_dir() / "personalized" / experiment / f"{site}.pt"
 
 
-def fine_tune(net: MoDL, train_set: list, validation: list, epochs: int, seed: int, **options) -> tuple[int, list]:
-    """Fine-tune ``net`` for ``epochs`` epochs; returns the epoch kept and every step's loss.
-
-    With a validation split the network is scored on it before the first epoch and after each, and the state
-    with the highest validation SSIM is kept (epoch 0: the model as it came), so that fine-tuning never leaves a
-    site with a model worse on its own validation images than the one it was sent (early stopping, Prechelt
-    1998). Without one every epoch is kept.
-    """
-    if not validation:
-        return epochs, training.train(net, train_set, epochs=epochs, seed=seed, **options)
-    with torch.no_grad():
-        best_ssim, best_epoch = training.evaluate(net, validation)["ssim"], 0
-    best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
-    kept: dict = {}
-    losses: list[float] = []
-    for epoch in range(1, epochs + 1):
-        losses += training.train(net, train_set, epochs=1, seed=seed + epoch, optimizer_state=kept, **options)
-        with torch.no_grad():
-            ssim = training.evaluate(net, validation)["ssim"]
-        if ssim > best_ssim:
-            best_ssim, best_epoch = ssim, epoch
-            best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
-    net.load_state_dict(best)
-    return best_epoch, losses
-
-
 @app.train(PERSONALIZE)
 def personalize(msg: Message, context: Context) -> Message:
     """Fine-tune the final global model (with the site's own λ when it keeps one) on this site's training split,
@@ -193,7 +167,8 @@ def personalize(msg: Message, context: Context) -> Message:
     with torch.no_grad():
         before = training.evaluate(net, test_set)
     epochs = int(config[PERSONALIZE_EPOCHS])
-    kept_epoch, losses = fine_tune(net, train_set, validation, epochs, site.seed, **_training_options(config))
+    kept_epoch, losses = training.train_keeping_best(net, train_set, validation, epochs, seed=site.seed,
+                                                     **_training_options(config))
     with torch.no_grad():
         after = training.evaluate(net, test_set) if kept_epoch else before
     experiment = str(config[EXPERIMENT_NAME])

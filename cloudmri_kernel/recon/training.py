@@ -111,6 +111,32 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
     return losses
 
 
+def train_keeping_best(net: MoDL, samples: Sequence[Sample], validation: Sequence[Sample], epochs: int,
+                       every: int = 1, seed: int = 0, **options) -> tuple[int, list[float]]:
+    """:func:`train` for ``epochs`` epochs, keeping the state that scores best on ``validation``.
+
+    The network is scored (SSIM) before the first epoch and after every ``every`` epochs, with Adam's state carried
+    across, and ends in the best-scoring state: early stopping (Prechelt L, "Early stopping - but when?", in
+    Neural Networks: Tricks of the Trade, Springer 1998). Epoch 0 (the network as it came) is a candidate, so the
+    result is never worse on the validation images than the start. Without validation images this is
+    :func:`train` for every epoch. Returns the epoch kept and every step's loss.
+    """
+    if not validation:
+        return epochs, train(net, samples, epochs=epochs, seed=seed, **options)
+    best_ssim, best_epoch = evaluate(net, validation)["ssim"], 0
+    best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    kept: dict = {}
+    losses: list[float] = []
+    for epoch in range(every, epochs + 1, every):
+        losses += train(net, samples, epochs=every, seed=seed + epoch, optimizer_state=kept, **options)
+        ssim = evaluate(net, validation)["ssim"]
+        if ssim > best_ssim:
+            best_ssim, best_epoch = ssim, epoch
+            best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    net.load_state_dict(best)
+    return best_epoch, losses
+
+
 @torch.no_grad()
 def evaluate(net: MoDL, samples: Sequence[Sample], batch_size: int = 8, device: str = "cpu") -> dict[str, float]:
     """Loss, SSIM and PSNR (fastMRI definitions, each image's own peak as data range), averaged over samples."""

@@ -23,11 +23,11 @@ from cloudmri_kernel.federated.experiment import (
     run_experiment,
 )
 from cloudmri_kernel.federated.simulation import InProcessGrid
-from cloudmri_kernel.federated.site import PERSONALIZE, SITE_LAMDA, fine_tune, personalized_path
+from cloudmri_kernel.federated.site import PERSONALIZE, SITE_LAMDA, personalized_path
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.federated.sites import load_site_splits
 from cloudmri_kernel.recon.model_files import load_model
-from cloudmri_kernel.recon.training import evaluate, train
+from cloudmri_kernel.recon.training import evaluate, train, train_keeping_best
 from cloudmri_kernel.recon.unrolled import MoDL
 from tests.federated.conftest import ARCH, tiny_sites
 from tests.federated.test_deployment import CLOUDMRI, SITES, _wait_for, loopback_deployment, start_deployment
@@ -136,7 +136,7 @@ def test_fine_tuning_with_a_validation_split_keeps_its_best_epoch():
     torch.manual_seed(0)
     net = MoDL(ARCH)
     start = evaluate(net, validation)["ssim"]
-    kept, losses = fine_tune(net, train_set, validation, epochs=4, seed=0, lr=3e-3)
+    kept, losses = train_keeping_best(net, train_set, validation, epochs=4, seed=0, lr=3e-3)
     assert len(losses) == 4 * 2 and 1 <= kept <= 4  # 6 images, batch 4: two steps an epoch
     torch.manual_seed(0)
     again, state, scores = MoDL(ARCH), {}, []
@@ -154,7 +154,7 @@ def test_fine_tuning_that_only_hurts_keeps_the_model_as_it_came():
     net = MoDL(ARCH)
     train(net, train_set, epochs=10, lr=3e-3)
     sent = {name: tensor.clone() for name, tensor in net.state_dict().items()}
-    kept, _ = fine_tune(net, train_set, validation, epochs=2, seed=0, lr=5.0)
+    kept, _ = train_keeping_best(net, train_set, validation, epochs=2, seed=0, lr=5.0)
     assert kept == 0 and all(torch.equal(net.state_dict()[name], sent[name]) for name in sent)
 
 

@@ -14,7 +14,7 @@ from cloudmri_kernel.recon.engine import reconstruct_file
 from cloudmri_kernel.recon.model_files import load_model, save_model
 from cloudmri_kernel.recon.recipe import parse_recipe
 from cloudmri_kernel.recon.synthetic import SyntheticSpec, centred_fft2, centred_ifft2, synthetic_dataset
-from cloudmri_kernel.recon.training import evaluate, train, zero_filled_metrics
+from cloudmri_kernel.recon.training import evaluate, train, train_keeping_best, zero_filled_metrics
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
 
 SMALL = MoDLConfig(unrolls=2, cg_iterations=4, features=8, depth=3)
@@ -96,6 +96,25 @@ def test_lamda_takes_its_own_adam_step():
         assert denoiser == pytest.approx(1e-3, rel=1e-3)
         assert state[0]["exp_avg"].shape == start["log_lamda"].shape  # λ stays parameter 0 of the kept state
     assert moved[None] == pytest.approx(1e-3, rel=1e-3) and moved[0.1] == pytest.approx(0.1, rel=1e-3)
+
+
+def test_training_keeps_the_checkpoint_best_on_validation_images():
+    spec = SyntheticSpec(matrix=32, coils=4, accel=3, calib=8)
+    data, validation = synthetic_dataset(spec, 8, 0), synthetic_dataset(spec, 3, 7)
+    torch.manual_seed(0)
+    start = MoDL(SMALL).state_dict()
+    net = MoDL(SMALL)
+    net.load_state_dict(start)
+    kept, losses = train_keeping_best(net, data, validation, epochs=6, every=2, seed=0, lr=3e-3)
+    assert kept in (0, 2, 4, 6) and len(losses) == 6 * 2
+    again, state, scores = MoDL(SMALL), {}, {}
+    again.load_state_dict(start)
+    scores[0] = evaluate(again, validation)["ssim"]
+    for epoch in (2, 4, 6):  # the checkpoints it chose from, replayed
+        train(again, data, epochs=2, seed=epoch, optimizer_state=state, lr=3e-3)
+        scores[epoch] = evaluate(again, validation)["ssim"]
+    assert kept == max(scores, key=scores.get)
+    assert evaluate(net, validation)["ssim"] == pytest.approx(scores[kept])
 
 
 def test_a_model_file_roundtrips_and_a_changed_file_is_refused(tmp_path):
