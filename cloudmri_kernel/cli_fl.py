@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from cloudmri_kernel.cli import app, out, reports_errors
 
@@ -76,13 +76,15 @@ def fl_simulate(
     out.print(table)
     if result.personalization is not None:
         epochs = result.personalization.epochs
-        title = (f"personalized: {epochs} epoch(s) of fine-tuning at each site, held-out scores" if epochs else
-                 "each site's model (the global denoiser with the site's own λ), held-out scores")
-        personalized = Table("site", "SSIM before", "SSIM after", "PSNR before", "PSNR after", "model SHA-256",
-                             title=title)
+        title = (f"personalized: {epochs} epoch(s) of fine-tuning at each site, held-out scores before → after"
+                 if epochs else "each site's model (the global denoiser with the site's own λ), held-out scores "
+                 "before → after")
+        personalized = Table("site", "SSIM", "PSNR (dB)", *(("epoch kept",) if epochs else ()),
+                             Column("model SHA-256", no_wrap=True, min_width=12), title=title)
         for site, model in sorted(result.personalization.sites.items()):
-            personalized.add_row(site, f"{model.before['ssim']:.4f}", f"{model.after['ssim']:.4f}",
-                                 f"{model.before['psnr']:.2f}", f"{model.after['psnr']:.2f}", model.sha256[:12])
+            personalized.add_row(site, f"{model.before['ssim']:.4f} → {model.after['ssim']:.4f}",
+                                 f"{model.before['psnr']:.2f} → {model.after['psnr']:.2f}",
+                                 *((f"{model.kept_epoch}/{epochs}",) if epochs else ()), model.sha256[:12])
         out.print(personalized)
         for site, why in sorted(result.personalization.failed.items()):
             out.print(f"{site} did not personalize: {why}", highlight=False)

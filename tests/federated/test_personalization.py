@@ -275,24 +275,26 @@ name: local-adaptation
 strategy: fedavgm
 server_momentum: 0.5
 rounds: 1
-personalize_epochs: 1
+personalize_epochs: 2
 architecture: {unrolls: 1, cg_iterations: 2, features: 8, depth: 3}
 sites:
-  - {name: charite, matrix: 32, calib: 8, coils: 4, train_count: 4, test_count: 2}
+  - {name: charite, matrix: 32, calib: 8, coils: 4, train_count: 4, test_count: 2, val_count: 2}
   - {name: ruijin, matrix: 32, calib: 8, coils: 8, noise: 0.03, contrast: t2, train_count: 4, test_count: 2, seed: 1}
 """)
     result = CliRunner().invoke(cli, ["fl", "simulate", str(tmp_path / "exp.yaml")])
     assert result.exit_code == 0, result.output
-    assert "personalized" in result.output
+    assert "personalized" in result.output and "epoch kept" in result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
     for site in ("charite", "ruijin"):
         path = tmp_path / "models" / "personalized" / "local-adaptation" / f"{site}.pt"
         assert path.is_file()
         _, card = load_model(path)
-        assert card["sha256"][:12] in result.output
+        assert card["sha256"][:12] in rows[site] and f" {card['training']['kept_epoch']}/2 " in rows[site]
+    assert "ruijin" in rows and " 2/2 " in rows["ruijin"]  # no validation split: every epoch is kept
     catalog = Catalog.open()
     with catalog.session() as session:
         experiment = session.scalars(select(Experiment)).one()
-        assert experiment.config["personalize_epochs"] == 1 and experiment.config["strategy"] == "fedavgm"
+        assert experiment.config["personalize_epochs"] == 2 and experiment.config["strategy"] == "fedavgm"
         assert set(experiment.metrics[-1]["personalization"]["sites"]) == {"charite", "ruijin"}
     catalog.engine.dispose()
 
