@@ -22,8 +22,11 @@ Every arm uses Adam at ``--lr`` (``--lamda-lr`` for log λ); federated sites kee
 (the library's default). With ``--val N`` every site draws N validation images and every arm's checkpoint is
 chosen on them (local and central every ``--check-every`` epochs, a federated arm's round, each site's
 fine-tuning epoch), never on the held-out images it is scored on. Arms run ``--jobs`` at a time, each in its own
-process with ``--threads`` torch threads; ``--arms`` picks the federated arms (local and central always run). The
-latest run in ``docs/benchmarks/federated_vs_central.md``::
+process with ``--threads`` torch threads; ``--arms`` picks the federated arms (local and central always run).
+``--seed`` takes several seeds (initialization and batch order): every arm runs for each, and a summary gives each
+site's SSIM as mean ± standard deviation over seeds and, per federated arm, the paired difference to each site's
+own model and the seeds in which the targets were met. The latest run in
+``docs/benchmarks/federated_vs_central.md``::
 
     nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 480 \
         --check-every 20 --lr 3e-3 --lamda-lr 0.03 --personalize-epochs 240 --local-epochs 1 \
@@ -173,33 +176,40 @@ def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict,
             result.seconds + result.personalization.seconds, f"round {result.final.round}, epochs kept: {kept}")
 
 
-def run(setup: Setup, arms: dict[str, dict], jobs: int) -> tuple[dict, dict]:
-    """Every arm, ``jobs`` at a time in their own processes; results in a fixed order."""
-    configs = setup.sites()
+def run(setups: list[Setup], arms: dict[str, dict], jobs: int) -> dict[int, tuple[dict, dict, dict]]:
+    """Every arm for every seed, ``jobs`` at a time in their own processes; seed → (scores, seconds, checkpoints),
+    each in a fixed order."""
+    configs = setups[0].sites()
     tasks = [(train_alone, f"local ({s.name})", (s.name,)) for s in configs]
     tasks += [(train_federated, name, settings) for name, settings in arms.items()]
     tasks.append((train_alone, "central (pooled)", tuple(s.name for s in configs)))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = [pool.submit(function, setup, name, argument) for function, name, argument in tasks]
-        finished = [future.result() for future in done]
-    results: dict[str, dict] = {"zero-filled": {s.name: zero_filled_metrics(load_site_data(s)[1]) for s in configs}}
-    seconds: dict[str, float] = {"local (all three)": 0.0}
-    chosen: dict[str, str] = {}
-    for name, per_site, elapsed, checkpoint in finished:
-        results[name] = per_site
-        chosen[name] = checkpoint
-        if name.startswith("local"):
-            seconds["local (all three)"] += elapsed
-        else:
-            seconds[name] = elapsed
-    return results, seconds, chosen
+        done = {setup.seed: [pool.submit(function, setup, name, argument) for function, name, argument in tasks]
+                for setup in setups}
+        finished = {seed: [future.result() for future in futures] for seed, futures in done.items()}
+    floor = {s.name: zero_filled_metrics(load_site_data(s)[1]) for s in configs}
+    runs = {}
+    for seed, arms_done in finished.items():
+        results: dict[str, dict] = {"zero-filled": floor}
+        seconds: dict[str, float] = {"local (all three)": 0.0}
+        chosen: dict[str, str] = {}
+        for name, per_site, elapsed, checkpoint in arms_done:
+            results[name] = per_site
+            chosen[name] = checkpoint
+            if name.startswith("local"):
+                seconds["local (all three)"] += elapsed
+            else:
+                seconds[name] = elapsed
+        runs[seed] = results, seconds, chosen
+    return runs
 
 
-def markdown(results: dict, seconds: dict, chosen: dict, args) -> list[str]:
+def markdown(results: dict, seconds: dict, chosen: dict, args, seed: int) -> list[str]:
+    """One seed's tables: every model on every site's held-out split, the targets, checkpoints, wall times."""
     names = sorted(next(iter(results.values())))
     lines = [f"Three sites, {args.train} training and {args.test} held-out {args.matrix}x{args.matrix} images each, "
              f"{args.rounds} passes over each site's data (rounds x local epochs for federated, epochs otherwise), "
-             f"Adam at learning rate {args.lr:g} (λ: {args.lamda_lr or args.lr:g}), seed {args.seed}, {args.jobs} "
+             f"Adam at learning rate {args.lr:g} (λ: {args.lamda_lr or args.lr:g}), seed {seed}, {args.jobs} "
              f"arm(s) at a time with {args.threads} "
              f"thread(s) each. Models kept at a site (FedAvg-FT, site λ) are scored on "
              "their own site's held-out split only.",
@@ -209,12 +219,12 @@ def markdown(results: dict, seconds: dict, chosen: dict, args) -> list[str]:
         cells = [f"{per_site[n]['ssim']:.4f} / {per_site[n]['psnr']:.2f}" if n in per_site else "–" for n in names]
         lines.append(f"| {method} | " + " | ".join(cells)
                      + f" | {statistics.mean(per_site[n]['ssim'] for n in names if n in per_site):.4f} |")
-    own = {n: results[f"local ({n})"][n]["ssim"] for n in names}
+    own = own_scores(results)
     lines += ["", f"Each site's own model on its own held-out split: mean SSIM {statistics.mean(own.values()):.4f}.",
               ""]
     central = results["central (pooled)"]
     for method, fed in results.items():
-        if not method.startswith(("federated", "FedAvg")):
+        if not is_federated(method):
             continue
         gap = statistics.mean(central[n]["ssim"] - fed[n]["ssim"] for n in names)
         wins = [n for n in names if fed[n]["ssim"] > own[n]]
@@ -231,13 +241,60 @@ def markdown(results: dict, seconds: dict, chosen: dict, args) -> list[str]:
     return lines
 
 
+def own_scores(results: dict) -> dict[str, float]:
+    """Each site's own (local) model's SSIM on its own held-out split."""
+    return {n: results[f"local ({n})"][n]["ssim"] for n in sorted(next(iter(results.values())))}
+
+
+def is_federated(method: str) -> bool:
+    return method.startswith(("federated", "FedAvg"))
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def across_seeds(runs: dict[int, dict]) -> list[str]:
+    """Several seeds' scores summarized: mean ± standard deviation over seeds of each site's SSIM (each site's own
+    model, central, every federated arm), and for each federated arm the gap to central and the paired difference
+    to each site's own model, with the seeds in which each target was met."""
+    seeds = sorted(runs)
+    names = sorted(next(iter(runs[seeds[0]].values())))
+    own = {seed: own_scores(results) for seed, results in runs.items()}
+    rows = {"each site's own model": {seed: own[seed] for seed in seeds},
+            **{method: {seed: {n: runs[seed][method][n]["ssim"] for n in names} for seed in seeds}
+               for method in runs[seeds[0]] if method == "central (pooled)" or is_federated(method)}}
+    lines = [f"Across seeds {', '.join(map(str, seeds))}: held-out SSIM, mean ± standard deviation over seeds.", "",
+             "| model | " + " | ".join(names) + " | mean SSIM |", "|---|" + "---|" * (len(names) + 1)]
+    for method, per_seed in rows.items():
+        cells = [spread([per_seed[seed][n] for seed in seeds]) for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " | "
+                     + spread([statistics.mean(per_seed[seed].values()) for seed in seeds]) + " |")
+    lines.append("")
+    central = rows["central (pooled)"]
+    for method, fed in rows.items():
+        if not is_federated(method):
+            continue
+        gaps = {seed: statistics.mean(central[seed][n] - fed[seed][n] for n in names) for seed in seeds}
+        wins = {n: [seed for seed in seeds if fed[seed][n] > own[seed][n]] for n in names}
+        met = [seed for seed in seeds if gaps[seed] <= 0.01 and all(seed in wins[n] for n in names)]
+        versus_own = ", ".join(f"{n} {statistics.mean(fed[seed][n] - own[seed][n] for seed in seeds):+.4f} "
+                               f"({len(wins[n])}/{len(seeds)})" for n in names)
+        lines.append(f"- {method}: {-statistics.mean(gaps.values()):+.4f} vs central (worst seed "
+                     f"{-max(gaps.values()):+.4f}); vs each site's own model, mean paired difference (seeds better): "
+                     f"{versus_own}; both targets met in {len(met)} of {len(seeds)} seeds.")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--matrix", type=int, default=48)
     parser.add_argument("--train", type=int, default=24)
     parser.add_argument("--test", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="Seeds (initialization and batch order; the sites' images stay the same). With several, "
+                        "every arm runs for each and a summary across seeds follows the tables.")
     parser.add_argument("--val", type=int, default=0,
                         help="Validation images per site: every arm's checkpoint (epoch, round, fine-tuning epoch) "
                         "is then chosen on them, never on the held-out images it is scored on.")
@@ -269,11 +326,18 @@ def main() -> None:
     optimizers = {"fedadam": {} if args.fedadam_lr is None else {"server_lr": args.fedadam_lr},
                   "fedavgm": {} if args.fedavgm is None else dict(zip(("server_momentum", "server_lr"), args.fedavgm,
                                                                       strict=True))}
-    setup = Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, args.seed, args.threads,
-                  args.val, args.check_every)
+    if len(set(args.seed)) != len(args.seed):
+        parser.error("--seed: each seed once")
+    setups = [Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, seed, args.threads,
+                    args.val, args.check_every) for seed in args.seed]
     arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen)
-    results, seconds, checkpoints = run(setup, arms, args.jobs)
-    lines = markdown(results, seconds, checkpoints, args)
+    runs = run(setups, arms, args.jobs)
+    lines: list[str] = []
+    for seed, (results, seconds, checkpoints) in runs.items():
+        lines += ([f"### Seed {seed}", ""] if len(runs) > 1 else []) + markdown(results, seconds, checkpoints, args,
+                                                                              seed) + [""]
+    if len(runs) > 1:
+        lines += ["### Across seeds", ""] + across_seeds({seed: results for seed, (results, _, _) in runs.items()})
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text("# Federated vs local vs central training\n\n"

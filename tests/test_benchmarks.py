@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -17,3 +20,40 @@ def test_bulk_read_benchmark_compares_identical_results(tmp_path):
     rows = [line for line in table.read_text().splitlines() if line.startswith("| ismrmrd") or
             line.startswith("| cloudmri")]
     assert len(rows) == 2 and "| 1.0x |" in rows[0]
+
+
+def _ssims(row: str) -> list[float]:
+    """The SSIM of each site in a table row ("| name | 0.9 / 30.1 | ... | mean |" or "| name | 0.9 ± 0.01 | ...")."""
+    return [float(cell.split()[0]) for cell in row.split(" | ")[1:-1]]
+
+
+def test_federated_benchmark_summarizes_several_seeds(tmp_path):
+    table = tmp_path / "federated.md"
+    tiny = ["--matrix", "32", "--train", "2", "--test", "2", "--val", "2", "--rounds", "2", "--check-every", "1",
+            "--personalize-epochs", "1", "--local-epochs", "1", "--arms", "site-lamda-ft", "--jobs", "2"]
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "federated_vs_central.py"), *tiny, "--seed", "0", "1",
+                             "--markdown", str(table)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    text = table.read_text()
+    per_seed, summary = text.split("### Across seeds")
+    seeds = per_seed.split("### Seed ")[1:]
+    assert [s.split()[0] for s in seeds] == ["0", "1"]
+    rows = [{line.split(" | ")[0][2:]: line for line in s.splitlines() if line.startswith("| ") and " / " in line}
+            for s in seeds]  # the score table (not the wall-time one)
+    sites = ("site-a", "site-b", "site-c")
+    central = [_ssims(r["central (pooled)"]) for r in rows]
+    own = [[_ssims(r[f"local ({site})"])[i] for i, site in enumerate(sites)] for r in rows]
+    across = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if line.startswith("| ")}
+    for name, per_seed_ssims in (("central (pooled)", central), ("each site's own model", own)):
+        means = _ssims(across[name])
+        spreads = [float(cell.split("±")[1]) for cell in across[name].split(" | ")[1:-1]]
+        for i in range(3):
+            values = [ssims[i] for ssims in per_seed_ssims]
+            assert means[i] == pytest.approx(statistics.mean(values), abs=1.5e-4)
+            assert spreads[i] == pytest.approx(statistics.stdev(values), abs=1.5e-4)
+    met = sum("targets met" in line for s in seeds for line in s.splitlines() if line.startswith("- FedAvg-FT"))
+    assert f"both targets met in {met} of 2 seeds" in summary
+
+    again = subprocess.run([sys.executable, str(BENCHMARKS / "federated_vs_central.py"), *tiny, "--seed", "0", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "each seed once" in again.stderr
