@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import statistics
@@ -89,13 +90,16 @@ ARMS = ("fedavg", "fedavg-ft", "fedprox", "fedadam", "fedavgm", "fedavg-epochs",
 
 
 def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, optimizers: dict,
-                   chosen: tuple[str, ...] = ARMS) -> dict[str, dict]:
-    """Name → ExperimentConfig settings of every chosen federated arm (the same passes over each site's data)."""
+                   chosen: tuple[str, ...] = ARMS, patience: int = 0) -> dict[str, dict]:
+    """Name → ExperimentConfig settings of every chosen federated arm (the same passes over each site's data; with
+    ``patience``, the same most passes, fine-tuning stopping like local and central training)."""
     adam, momentum = optimizers["fedadam"], optimizers["fedavgm"]
+    up_to = "up to " if patience else ""
     arms = {"fedavg": ("federated fedavg", dict(strategy="fedavg")),
-            "fedavg-ft": (f"FedAvg-FT: fedavg {rounds - personalize_epochs} rounds + {personalize_epochs} epoch(s) "
-                          "fine-tuning at each site", dict(strategy="fedavg", rounds=rounds - personalize_epochs,
-                                                          personalize_epochs=personalize_epochs)),
+            "fedavg-ft": (f"FedAvg-FT: fedavg {rounds - personalize_epochs} rounds + {up_to}{personalize_epochs} "
+                          "epoch(s) fine-tuning at each site",
+                          dict(strategy="fedavg", rounds=rounds - personalize_epochs,
+                               personalize_epochs=personalize_epochs, personalize_patience=patience)),
             "fedprox": ("federated fedprox", dict(strategy="fedprox", proximal_mu=0.01)),
             "fedadam": ("federated fedadam" + (f" (server lr {adam['server_lr']:g})" if adam else ""),
                         dict(strategy="fedadam", **adam)),
@@ -106,10 +110,10 @@ def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, opti
                               dict(strategy="fedavg", local_epochs=local_epochs, rounds=rounds // local_epochs)),
             "site-lamda": ("FedAvg, site λ (each site keeps its data-consistency weight)",
                            dict(strategy="fedavg", local_lamda=True)),
-            "site-lamda-ft": (f"FedAvg-FT, site λ: {rounds - personalize_epochs} rounds + {personalize_epochs} "
-                              "epoch(s) fine-tuning", dict(strategy="fedavg", local_lamda=True,
-                                                           rounds=rounds - personalize_epochs,
-                                                           personalize_epochs=personalize_epochs))}
+            "site-lamda-ft": (f"FedAvg-FT, site λ: {rounds - personalize_epochs} rounds + {up_to}"
+                              f"{personalize_epochs} epoch(s) fine-tuning",
+                              dict(strategy="fedavg", local_lamda=True, rounds=rounds - personalize_epochs,
+                                   personalize_epochs=personalize_epochs, personalize_patience=patience))}
     left_out = {"fedavg-epochs"} if local_epochs <= 1 else set()
     left_out |= {"fedavg-ft", "site-lamda-ft"} if personalize_epochs < 1 else set()
     return dict(arms[a] for a in chosen if a not in left_out)
@@ -129,6 +133,7 @@ class Setup:
     threads: int
     val_count: int = 0
     check_every: int = 10
+    patience: int = 0
     arch: MoDLConfig = MoDLConfig(unrolls=4, cg_iterations=6, features=24, depth=5)
 
     def sites(self) -> list[SiteConfig]:
@@ -141,16 +146,17 @@ class Setup:
 
 def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[str, dict, float, str]:
     """One network trained on the named sites' training splits pooled (one site: local; all: central); with
-    validation splits, the checkpoint (every ``check_every`` epochs) with the best validation SSIM is scored."""
+    validation splits, the checkpoint (every ``check_every`` epochs) with the best validation SSIM is scored, and
+    with ``patience`` training stops that many epochs after it."""
     torch.set_num_threads(setup.threads)
     configs = [s for s in setup.sites() if s.name in site_names]
     started = time.perf_counter()
     net = setup.fresh()
     samples = [sample for s in configs for sample in load_site_splits(s)[0]]
     validation = [sample for s in configs for sample in load_site_splits(s)[1]]
-    kept, _ = train_keeping_best(net, samples, validation, setup.rounds, every=setup.check_every, seed=setup.seed,
-                                 lr=setup.lr, lamda_lr=setup.lamda_lr)
-    return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {kept}"
+    kept = train_keeping_best(net, samples, validation, setup.rounds, every=setup.check_every, seed=setup.seed,
+                              patience=setup.patience, lr=setup.lr, lamda_lr=setup.lamda_lr)
+    return name, scores(net, setup.sites()), time.perf_counter() - started, f"epoch {kept.epoch} of {kept.ran}"
 
 
 def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float, str]:
@@ -171,9 +177,11 @@ def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict,
         net, _ = load_model(chosen.path, expected_sha256=chosen.sha256)
     if result.personalization is None:
         return name, scores(net, configs), result.seconds, f"round {chosen.round}"
-    kept = ", ".join(f"{site} {model.kept_epoch}" for site, model in result.personalization.sites.items())
+    kept = ", ".join(f"{site} {model.kept_epoch} of {model.epochs_run}"
+                     for site, model in result.personalization.sites.items())
     return (name, {site: model.after for site, model in result.personalization.sites.items()},
-            result.seconds + result.personalization.seconds, f"round {result.final.round}, epochs kept: {kept}")
+            result.seconds + result.personalization.seconds,
+            f"round {result.final.round}, fine-tuning epochs kept: {kept}")
 
 
 def run(setups: list[Setup], arms: dict[str, dict], jobs: int) -> dict[int, tuple[dict, dict, dict]]:
@@ -207,8 +215,10 @@ def run(setups: list[Setup], arms: dict[str, dict], jobs: int) -> dict[int, tupl
 def markdown(results: dict, seconds: dict, chosen: dict, args, seed: int) -> list[str]:
     """One seed's tables: every model on every site's held-out split, the targets, checkpoints, wall times."""
     names = sorted(next(iter(results.values())))
+    budget = (f"up to {args.rounds} passes over each site's data, stopping {args.patience} epochs after the best "
+              "validation score" if args.patience else f"{args.rounds} passes over each site's data")
     lines = [f"Three sites, {args.train} training and {args.test} held-out {args.matrix}x{args.matrix} images each, "
-             f"{args.rounds} passes over each site's data (rounds x local epochs for federated, epochs otherwise), "
+             f"{budget} (rounds x local epochs for federated, epochs otherwise), "
              f"Adam at learning rate {args.lr:g} (λ: {args.lamda_lr or args.lr:g}), seed {seed}, {args.jobs} "
              f"arm(s) at a time with {args.threads} "
              f"thread(s) each. Models kept at a site (FedAvg-FT, site λ) are scored on "
@@ -234,8 +244,8 @@ def markdown(results: dict, seconds: dict, chosen: dict, args, seed: int) -> lis
                      f"targets {'met' if met else 'not met'}.")
     if args.val:
         lines += ["", f"Checkpoints chosen on {args.val} validation images per site (every {args.check_every} "
-                  "epochs for local and central): " + "; ".join(f"{name}: {what}" for name, what in chosen.items())
-                  + "."]
+                  "epochs for local and central; 'K of R': kept epoch K of R run): "
+                  + "; ".join(f"{name}: {what}" for name, what in chosen.items()) + "."]
     lines += ["", "| method | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     return lines
@@ -317,20 +327,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per arm.")
     parser.add_argument("--jobs", type=int, default=1, help="Arms trained at the same time, each in its own process "
                         "(wall times are then measured under each other's load).")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="With --val: local and central training and each site's fine-tuning stop once this many "
+                        "epochs pass without a better validation score (ROUNDS and --personalize-epochs are then "
+                        "ceilings); 0 runs the whole budget.")
     parser.add_argument("--markdown", type=Path, help="Write the tables here too.")
+    parser.add_argument("--json", type=Path, help="Write every seed's scores and the settings here (for --combine).")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="Train nothing: summarize runs written with --json (the same settings, different seeds, "
+                        "e.g. from several commands or machines) across all their seeds.")
     args = parser.parse_args()
+    if args.combine:
+        try:
+            runs = combined(args.combine)
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--combine: {error}")
+        publish(["### Across seeds", ""] + across_seeds(runs), args.markdown)
+        return
     chosen = tuple(a.strip() for a in args.arms.split(",") if a.strip())
     unknown = sorted(set(chosen) - set(ARMS))
     if unknown:
         parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    if args.patience < 0 or (args.patience and not args.val):
+        parser.error("--patience needs validation images (--val) and is 0 or more")
     optimizers = {"fedadam": {} if args.fedadam_lr is None else {"server_lr": args.fedadam_lr},
                   "fedavgm": {} if args.fedavgm is None else dict(zip(("server_momentum", "server_lr"), args.fedavgm,
                                                                       strict=True))}
     if len(set(args.seed)) != len(args.seed):
         parser.error("--seed: each seed once")
     setups = [Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, seed, args.threads,
-                    args.val, args.check_every) for seed in args.seed]
-    arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen)
+                    args.val, args.check_every, args.patience) for seed in args.seed]
+    arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen, args.patience)
     runs = run(setups, arms, args.jobs)
     lines: list[str] = []
     for seed, (results, seconds, checkpoints) in runs.items():
@@ -338,11 +365,53 @@ def main() -> None:
                                                                               seed) + [""]
     if len(runs) > 1:
         lines += ["### Across seeds", ""] + across_seeds({seed: results for seed, (results, _, _) in runs.items()})
+    if args.json:
+        write_atomically(args.json, json.dumps({"settings": settings_of(args), "runs": {
+            seed: results for seed, (results, _, _) in runs.items()}}, indent=1))
+    publish(lines, args.markdown)
+
+
+#: Options that change nothing a run measures: runs that differ only in these can be combined.
+NOT_SETTINGS = frozenset({"seed", "jobs", "threads", "markdown", "json", "combine"})
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_SETTINGS}
+
+
+def combined(files: list[Path]) -> dict[int, dict]:
+    """Seed → every model's scores, from runs written with ``--json``; refused when their settings differ, a seed
+    repeats, or fewer than two seeds result."""
+    runs: dict[int, dict] = {}
+    settings: dict | None = None
+    for file in files:
+        content = json.loads(file.read_text())
+        if settings is not None and content["settings"] != settings:
+            differ = sorted(key for key in settings.keys() | content["settings"].keys()
+                            if settings.get(key) != content["settings"].get(key))
+            raise ValueError(f"{file} was run with other settings than {files[0]} ({', '.join(differ)})")
+        settings = content["settings"]
+        for seed, results in content["runs"].items():
+            if int(seed) in runs:
+                raise ValueError(f"seed {seed} of {file} is in an earlier file too: each seed once")
+            runs[int(seed)] = results
+    if len(runs) < 2:
+        raise ValueError(f"a summary across seeds needs two seeds or more, the files hold {len(runs)}")
+    return runs
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def publish(lines: list[str], path: Path | None) -> None:
+    """Print the tables, and with ``--markdown`` write them under the command that made them."""
     print("\n".join(lines))
-    if args.markdown:
-        args.markdown.write_text("# Federated vs local vs central training\n\n"
-                                 f"`python {' '.join(sys.argv)}`, CPU.\n\n"
-                                 + "\n".join(lines) + "\n")
+    if path:
+        write_atomically(path, "# Federated vs local vs central training\n\n"
+                         f"`python {' '.join(sys.argv)}`, CPU.\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

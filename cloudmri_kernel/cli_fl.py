@@ -75,16 +75,18 @@ def fl_simulate(
                           f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
     out.print(table)
     if result.personalization is not None:
-        epochs = result.personalization.epochs
-        title = (f"personalized: {epochs} epoch(s) of fine-tuning at each site, held-out scores before → after"
+        epochs, patience = result.personalization.epochs, result.personalization.patience
+        budget = f"up to {epochs} epoch(s), stopping {patience} after the best" if patience else f"{epochs} epoch(s)"
+        title = (f"personalized: {budget} of fine-tuning at each site, held-out scores before → after"
                  if epochs else "each site's model (the global denoiser with the site's own λ), held-out scores "
                  "before → after")
-        personalized = Table("site", "SSIM", "PSNR (dB)", *(("epoch kept",) if epochs else ()),
+        personalized = Table("site", "SSIM", "PSNR (dB)", *(("epoch kept/run",) if epochs else ()),
                              Column("model SHA-256", no_wrap=True, min_width=12), title=title)
         for site, model in sorted(result.personalization.sites.items()):
             personalized.add_row(site, f"{model.before['ssim']:.4f} → {model.after['ssim']:.4f}",
                                  f"{model.before['psnr']:.2f} → {model.after['psnr']:.2f}",
-                                 *((f"{model.kept_epoch}/{epochs}",) if epochs else ()), model.sha256[:12])
+                                 *((f"{model.kept_epoch}/{model.epochs_run}",) if epochs else ()),
+                                 model.sha256[:12])
         out.print(personalized)
         for site, why in sorted(result.personalization.failed.items()):
             out.print(f"{site} did not personalize: {why}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -30,9 +31,9 @@ def _ssims(row: str) -> list[float]:
 def test_federated_benchmark_summarizes_several_seeds(tmp_path):
     table = tmp_path / "federated.md"
     tiny = ["--matrix", "32", "--train", "2", "--test", "2", "--val", "2", "--rounds", "2", "--check-every", "1",
-            "--personalize-epochs", "1", "--local-epochs", "1", "--arms", "site-lamda-ft", "--jobs", "2"]
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "federated_vs_central.py"), *tiny, "--seed", "0", "1",
-                             "--markdown", str(table)], capture_output=True, text=True, timeout=600)
+            "--personalize-epochs", "1", "--local-epochs", "1", "--arms", "site-lamda-ft", "--jobs", "2",
+            "--patience", "1"]
+    result = _federated(*tiny, "--seed", "0", "1", "--markdown", str(table))
     assert result.returncode == 0, result.stderr
     text = table.read_text()
     per_seed, summary = text.split("### Across seeds")
@@ -54,6 +55,37 @@ def test_federated_benchmark_summarizes_several_seeds(tmp_path):
     met = sum("targets met" in line for s in seeds for line in s.splitlines() if line.startswith("- FedAvg-FT"))
     assert f"both targets met in {met} of 2 seeds" in summary
 
-    again = subprocess.run([sys.executable, str(BENCHMARKS / "federated_vs_central.py"), *tiny, "--seed", "0", "0"],
-                           capture_output=True, text=True, timeout=120)
+    again = _federated(*tiny, "--seed", "0", "0")
     assert again.returncode == 2 and "each seed once" in again.stderr
+    impatient = _federated(*tiny[:tiny.index("--val")], "--patience", "3")
+    assert impatient.returncode == 2 and "--patience needs validation images" in impatient.stderr
+
+    # The same seeds run by separate commands and combined: the same summary as the two-seed run's.
+    for seed in ("0", "1"):
+        assert _federated(*tiny, "--seed", seed, "--json", str(tmp_path / f"{seed}.json")).returncode == 0
+    combined = _federated("--combine", str(tmp_path / "0.json"), str(tmp_path / "1.json"),
+                          "--markdown", str(tmp_path / "combined.md"))
+    assert combined.returncode == 0, combined.stderr
+    assert (tmp_path / "combined.md").read_text().split("### Across seeds")[1] == summary
+    assert set(json.loads((tmp_path / "0.json").read_text())["runs"]) == {"0"}
+
+
+def test_federated_benchmark_refuses_runs_it_cannot_combine(tmp_path):
+    run = {"settings": {"lr": 0.003, "rounds": 480}, "runs": {"0": {}}}
+    files = {}
+    for name, content in (("a", run), ("again", run), ("other", {**run, "settings": {"lr": 0.001, "rounds": 480},
+                                                                     "runs": {"1": {}}}),
+                          ("broken", None)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text("{not json" if content is None else json.dumps(content))
+    for names, message in ((("a", "again"), "each seed once"), (("a", "other"), "other settings than"),
+                           (("a",), "two seeds or more"), (("a", "broken"), "--combine"),
+                           (("a", "missing"), "missing.json")):
+        refused = _federated("--combine", *(str(tmp_path / f"{name}.json") for name in names))
+        assert refused.returncode == 2 and message in refused.stderr, (names, refused.stderr)
+    assert "(lr)" in _federated("--combine", str(files["a"]), str(files["other"])).stderr
+
+
+def _federated(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / "federated_vs_central.py"), *args],
+                          capture_output=True, text=True, timeout=600)

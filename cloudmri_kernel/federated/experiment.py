@@ -14,7 +14,9 @@ keeps the personalized model; the experiment records, per site, the held-out sco
 personalized model's SHA-256 (queued for the ledger like the global models) and where the site keeps it. The
 catalog's ``metrics`` list then ends with one ``{"personalization": ...}`` entry after the round records. With
 ``local_lamda`` (each site keeps its own data-consistency weight) the same step keeps, at each site, the final
-global model with the site's own weight, fine-tuned when ``personalize_epochs > 0``.
+global model with the site's own weight, fine-tuned when ``personalize_epochs > 0``. With
+``personalize_patience`` a site stops fine-tuning when its validation score stops improving, so each site's
+budget follows its own convergence instead of one number for all.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from cloudmri_kernel.federated.site import (
     LOCAL_LAMDA,
     PERSONALIZE,
     PERSONALIZE_EPOCHS,
+    PERSONALIZE_PATIENCE,
 )
 from cloudmri_kernel.federated.site import app as site_app
 from cloudmri_kernel.federated.sites import SiteConfig
@@ -63,7 +66,9 @@ class ExperimentConfig:
 
     ``server_lr`` and ``server_momentum`` are the server optimizer's (``fedadam``, ``fedavgm``; default: see
     :func:`~.aggregation.make_strategy`). ``personalize_epochs > 0``: after the last round each site fine-tunes
-    the final global model for that many epochs on its own training split and keeps it (see the module).
+    the final global model for that many epochs on its own training split and keeps it (see the module);
+    ``personalize_patience > 0``: a site with a validation split stops fine-tuning once that many epochs have
+    passed without a better validation score (``personalize_epochs`` is then a ceiling).
 
     ``lamda_lr``: Adam's step for the logarithm of MoDL's data-consistency weight λ (default ``lr``; see
     :func:`~cloudmri_kernel.recon.training.train`). ``local_lamda``: each site keeps its own λ (see
@@ -87,6 +92,7 @@ class ExperimentConfig:
     server_lr: float | None = None
     server_momentum: float = 0.9
     personalize_epochs: int = 0
+    personalize_patience: int = 0
     lamda_lr: float | None = None
     local_lamda: bool = False
     seed: int = 0
@@ -100,6 +106,9 @@ class ExperimentConfig:
         if self.personalize_epochs < 0:
             raise UsageError(f"personalize_epochs must be 0 (no personalization) or more, got "
                              f"{self.personalize_epochs}")
+        if self.personalize_patience < 0:
+            raise UsageError(f"personalize_patience must be 0 (fine-tune every epoch) or more, got "
+                             f"{self.personalize_patience}")
         if self.lamda_lr is not None and self.lamda_lr <= 0:
             raise UsageError(f"lamda_lr must be positive, got {self.lamda_lr}")
         if self.server_lr is not None and self.server_lr <= 0:
@@ -142,8 +151,9 @@ class GlobalModel:
 @dataclass
 class PersonalizedModel:
     """A site's fine-tuned copy of the final global model: held-out scores before and after, where the site
-    keeps it (a path on the site's machine) and the fine-tuning epoch it kept (the best on its validation split
-    when it has one, else the last; 0: the model as sent)."""
+    keeps it (a path on the site's machine), the fine-tuning epoch it kept (the best on its validation split
+    when it has one, else the last; 0: the model as sent) and the epochs it ran (fewer than asked when it stopped
+    for lack of progress, ``personalize_patience``)."""
 
     site: str
     before: dict[str, float]
@@ -151,14 +161,17 @@ class PersonalizedModel:
     sha256: str
     path: str
     kept_epoch: int = 0
+    epochs_run: int = 0
 
 
 @dataclass
 class Personalization:
-    """The personalization step: epochs, each site's :class:`PersonalizedModel`, sites that failed and why, and
-    its wall time (the sites fine-tune one after the other in process, in parallel in a deployment)."""
+    """The personalization step: epochs (the most, with ``patience`` > 0), each site's :class:`PersonalizedModel`,
+    sites that failed and why, and its wall time (the sites fine-tune one after the other in process, in parallel
+    in a deployment)."""
 
     epochs: int
+    patience: int = 0
     sites: dict[str, PersonalizedModel] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -237,10 +250,11 @@ def _catalog_failed(catalog, experiment_id: str | None) -> None:
 
 def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict[int, str]) -> Personalization:
     """Ask every site of ``grid`` to fine-tune ``arrays`` on its own data and keep the result (:mod:`.site`)."""
-    values = {**config.round_config(), PERSONALIZE_EPOCHS: config.personalize_epochs, EXPERIMENT_NAME: config.name}
+    values = {**config.round_config(), PERSONALIZE_EPOCHS: config.personalize_epochs,
+              PERSONALIZE_PATIENCE: config.personalize_patience, EXPERIMENT_NAME: config.name}
     messages = [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord(values)}),
                         message_type=f"train.{PERSONALIZE}", dst_node_id=node) for node in grid.get_node_ids()]
-    result = Personalization(config.personalize_epochs)
+    result = Personalization(config.personalize_epochs, config.personalize_patience)
     started = time.perf_counter()
     replies = list(grid.send_and_receive(messages, timeout=3600))
     result.seconds = time.perf_counter() - started
@@ -257,7 +271,7 @@ def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict
                   for when in ("before", "after")}
         result.sites[str(site["name"])] = PersonalizedModel(str(site["name"]), scores["before"], scores["after"],
                                                             str(site["sha256"]), str(site["path"]),
-                                                            int(metrics.get("kept-epoch", config.personalize_epochs)))
+                                                            int(metrics["kept-epoch"]), int(metrics["epochs-run"]))
     return result
 
 

@@ -21,7 +21,8 @@ metrics; no image or k-space ever leaves the site.
 
 On ``train.personalize`` (after the last round, when the experiment asks for it) a site adapts the final global
 model to its own data: it scores the model on its held-out split, fine-tunes it for ``personalize-epochs`` on its
-training split, scores it again, and keeps the result **at the site**
+training split (with a validation split and ``personalize-patience``, until that many epochs pass without a better
+validation score), scores it again, and keeps the result **at the site**
 (``$CLOUDMRI_MODELS_DIR/personalized/EXPERIMENT/SITE.pt`` of the site's process, with its card). It replies with
 both scores, the model's SHA-256 and that path, never with its weights: a model fitted to one hospital's data is
 that hospital's, and it says more about the site's data than an averaged round update does. A site with a
@@ -60,6 +61,7 @@ KEEP_OPTIMIZER, LAMDA_LR, LOCAL_LAMDA = "keep-optimizer", "lamda-lr", "local-lam
 OPTIMIZER_STATE, SITE_LAMDA = "optimizer-state", "site-lamda"
 #: Keys of the personalization request (message type ``train.personalize``).
 PERSONALIZE, PERSONALIZE_EPOCHS, EXPERIMENT_NAME = "personalize", "personalize-epochs", "experiment-name"
+PERSONALIZE_PATIENCE = "personalize-patience"
 
 
 def network_from(arrays: ArrayRecord, config: ConfigRecord) -> MoDL:
@@ -166,22 +168,24 @@ def personalize(msg: Message, context: Context) -> Message:
     train_set, validation, test_set = load_site_splits(site)
     with torch.no_grad():
         before = training.evaluate(net, test_set)
-    epochs = int(config[PERSONALIZE_EPOCHS])
-    kept_epoch, losses = training.train_keeping_best(net, train_set, validation, epochs, seed=site.seed,
-                                                     **_training_options(config))
+    epochs, patience = int(config[PERSONALIZE_EPOCHS]), int(config.get(PERSONALIZE_PATIENCE, 0))
+    kept = training.train_keeping_best(net, train_set, validation, epochs, seed=site.seed,
+                                       patience=patience if validation else 0, **_training_options(config))
     with torch.no_grad():
-        after = training.evaluate(net, test_set) if kept_epoch else before
+        after = training.evaluate(net, test_set) if kept.epoch else before
     experiment = str(config[EXPERIMENT_NAME])
     path = personalized_path(experiment, site.name)
     card = save_model(net, path, {"experiment_name": experiment, "site": site.name,
                                   "training": {"data": "personalized", "from": "final global model",
-                                               "epochs": epochs, "kept_epoch": kept_epoch,
+                                               "epochs": epochs, "patience": patience,
+                                               "epochs_run": kept.ran, "kept_epoch": kept.epoch,
                                                "train_count": len(train_set), "validation_count": len(validation),
                                                "site_lamda": bool(config.get(LOCAL_LAMDA, False))},
                                   "held_out": {"before": before, "after": after}})
     metrics = {f"{when}-{key}": scores[key] for when, scores in (("before", before), ("after", after))
                for key in ("loss", "ssim", "psnr")}
-    if losses:
-        metrics["train-loss"] = sum(losses) / len(losses)
-    return _reply(msg, site, {**metrics, "kept-epoch": kept_epoch, "num-examples": len(test_set)},
+    if kept.losses:
+        metrics["train-loss"] = sum(kept.losses) / len(kept.losses)
+    return _reply(msg, site, {**metrics, "kept-epoch": kept.epoch, "epochs-run": kept.ran,
+                              "num-examples": len(test_set)},
                   model={"sha256": card["sha256"], "path": str(path)})

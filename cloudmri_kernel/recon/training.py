@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -111,30 +112,45 @@ def train(net: MoDL, samples: Sequence[Sample], epochs: int = 1, batch_size: int
     return losses
 
 
+class Kept(NamedTuple):
+    """What :func:`train_keeping_best` did: the epoch whose state it kept, the epochs it ran, every step's loss."""
+
+    epoch: int
+    ran: int
+    losses: list[float]
+
+
 def train_keeping_best(net: MoDL, samples: Sequence[Sample], validation: Sequence[Sample], epochs: int,
-                       every: int = 1, seed: int = 0, **options) -> tuple[int, list[float]]:
-    """:func:`train` for ``epochs`` epochs, keeping the state that scores best on ``validation``.
+                       every: int = 1, seed: int = 0, patience: int = 0, **options) -> Kept:
+    """:func:`train` for up to ``epochs`` epochs, keeping the state that scores best on ``validation``.
 
     The network is scored (SSIM) before the first epoch and after every ``every`` epochs, with Adam's state carried
     across, and ends in the best-scoring state: early stopping (Prechelt L, "Early stopping - but when?", in
     Neural Networks: Tricks of the Trade, Springer 1998). Epoch 0 (the network as it came) is a candidate, so the
-    result is never worse on the validation images than the start. Without validation images this is
-    :func:`train` for every epoch. Returns the epoch kept and every step's loss.
+    result is never worse on the validation images than the start. With ``patience > 0`` training stops once that
+    many epochs have passed since the best score without a better one (the "patience" rule, a simpler relative of
+    Prechelt's stopping criteria), so that the budget follows convergence and ``epochs`` is a ceiling. Without
+    validation images this is :func:`train` for every epoch.
     """
+    if patience < 0:
+        raise ValueError(f"patience must be 0 (run every epoch) or more, got {patience}")
     if not validation:
-        return epochs, train(net, samples, epochs=epochs, seed=seed, **options)
+        return Kept(epochs, epochs, train(net, samples, epochs=epochs, seed=seed, **options))
     best_ssim, best_epoch = evaluate(net, validation)["ssim"], 0
     best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
     kept: dict = {}
     losses: list[float] = []
-    for epoch in range(every, epochs + 1, every):
-        losses += train(net, samples, epochs=every, seed=seed + epoch, optimizer_state=kept, **options)
+    ran = 0
+    for ran in range(every, epochs + 1, every):
+        losses += train(net, samples, epochs=every, seed=seed + ran, optimizer_state=kept, **options)
         ssim = evaluate(net, validation)["ssim"]
         if ssim > best_ssim:
-            best_ssim, best_epoch = ssim, epoch
+            best_ssim, best_epoch = ssim, ran
             best = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+        elif patience and ran - best_epoch >= patience:
+            break
     net.load_state_dict(best)
-    return best_epoch, losses
+    return Kept(best_epoch, ran, losses)
 
 
 @torch.no_grad()

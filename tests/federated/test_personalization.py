@@ -136,8 +136,8 @@ def test_fine_tuning_with_a_validation_split_keeps_its_best_epoch():
     torch.manual_seed(0)
     net = MoDL(ARCH)
     start = evaluate(net, validation)["ssim"]
-    kept, losses = train_keeping_best(net, train_set, validation, epochs=4, seed=0, lr=3e-3)
-    assert len(losses) == 4 * 2 and 1 <= kept <= 4  # 6 images, batch 4: two steps an epoch
+    kept, ran, losses = train_keeping_best(net, train_set, validation, epochs=4, seed=0, lr=3e-3)
+    assert len(losses) == 4 * 2 and 1 <= kept <= 4 and ran == 4  # 6 images, batch 4: two steps an epoch
     torch.manual_seed(0)
     again, state, scores = MoDL(ARCH), {}, []
     for epoch in range(1, 5):  # the same fine-tuning, epoch by epoch: what the site chose from
@@ -154,8 +154,34 @@ def test_fine_tuning_that_only_hurts_keeps_the_model_as_it_came():
     net = MoDL(ARCH)
     train(net, train_set, epochs=10, lr=3e-3)
     sent = {name: tensor.clone() for name, tensor in net.state_dict().items()}
-    kept, _ = train_keeping_best(net, train_set, validation, epochs=2, seed=0, lr=5.0)
+    kept, _, _ = train_keeping_best(net, train_set, validation, epochs=2, seed=0, lr=5.0)
     assert kept == 0 and all(torch.equal(net.state_dict()[name], sent[name]) for name in sent)
+
+
+def test_fine_tuning_with_patience_stops_when_validation_stops_improving():
+    """With patience 2, fine-tuning that only hurts stops after two epochs of a possible ten and keeps the model
+    as it came; fine-tuning that helps runs until two epochs pass without a better score."""
+    train_set, validation, _ = load_site_splits(_validation_site())
+    torch.manual_seed(0)
+    net = MoDL(ARCH)
+    train(net, train_set, epochs=10, lr=3e-3)
+    sent = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    hurt = train_keeping_best(net, train_set, validation, epochs=10, seed=0, lr=5.0, patience=2)
+    assert (hurt.epoch, hurt.ran, len(hurt.losses)) == (0, 2, 2 * 2)
+    assert all(torch.equal(net.state_dict()[name], sent[name]) for name in sent)
+    torch.manual_seed(0)
+    fresh, again, state, scores = MoDL(ARCH), MoDL(ARCH), {}, [0.0]
+    again.load_state_dict(fresh.state_dict())
+    helped = train_keeping_best(fresh, train_set, validation, epochs=12, seed=0, lr=3e-3, patience=2)
+    scores[0] = evaluate(again, validation)["ssim"]
+    for epoch in range(1, helped.ran + 1):  # replayed: the best so far, and where two epochs passed without better
+        train(again, train_set, epochs=1, seed=epoch, optimizer_state=state, lr=3e-3)
+        scores.append(evaluate(again, validation)["ssim"])
+    best = max(range(len(scores)), key=scores.__getitem__)
+    assert helped.epoch == best >= 1
+    assert helped.ran == 12 or (helped.ran - best == 2 and max(scores[best + 1:]) <= scores[best])
+    with pytest.raises(ValueError, match="patience"):
+        train_keeping_best(fresh, train_set, validation, epochs=2, patience=-1)
 
 
 def test_a_site_with_a_validation_split_reports_the_epoch_it_kept(tmp_path, catalog, site_models):
@@ -164,11 +190,29 @@ def test_a_site_with_a_validation_split_reports_the_epoch_it_kept(tmp_path, cata
     result = run_experiment(config, sites, tmp_path, catalog=catalog)
     with_split, without = result.personalization.sites["site0"], result.personalization.sites["site1"]
     assert 0 <= with_split.kept_epoch <= 3 and without.kept_epoch == 3
+    assert with_split.epochs_run == without.epochs_run == 3
     card = load_model(with_split.path)[1]["training"]
     assert card["kept_epoch"] == with_split.kept_epoch and card["validation_count"] == 3
     with catalog.session() as session:
         stored = session.get(Experiment, result.experiment_id).metrics[-1]["personalization"]["sites"]
         assert stored["site0"]["kept_epoch"] == with_split.kept_epoch
+
+
+def test_personalize_patience_stops_each_site_on_its_own_validation_split(tmp_path, site_models):
+    """A step too large only hurts: the site with a validation split stops after its patience (1 epoch of up
+    to 5) and keeps the model as sent; the site without one cannot judge progress and runs all 5."""
+    sites = [_validation_site(), tiny_sites(2)[1]]
+    config = ExperimentConfig(name="patient", rounds=1, architecture=ARCH, lr=0.3, personalize_epochs=5,
+                              personalize_patience=1)
+    result = run_experiment(config, sites, tmp_path)
+    with_split, without = result.personalization.sites["site0"], result.personalization.sites["site1"]
+    assert (with_split.kept_epoch, with_split.epochs_run) == (0, 1)
+    assert (without.kept_epoch, without.epochs_run) == (5, 5)
+    assert with_split.after == with_split.before and result.personalization.patience == 1
+    card = load_model(with_split.path)[1]["training"]
+    assert (card["patience"], card["epochs_run"], card["kept_epoch"]) == (1, 1, 0)
+    with pytest.raises(UsageError, match="personalize_patience"):
+        ExperimentConfig(personalize_patience=-1)
 
 
 def test_without_personalize_epochs_nothing_is_personalized(tmp_path, catalog, site_models):

@@ -105,7 +105,7 @@ def test_training_keeps_the_checkpoint_best_on_validation_images():
     start = MoDL(SMALL).state_dict()
     net = MoDL(SMALL)
     net.load_state_dict(start)
-    kept, losses = train_keeping_best(net, data, validation, epochs=6, every=2, seed=0, lr=3e-3)
+    kept, _, losses = train_keeping_best(net, data, validation, epochs=6, every=2, seed=0, lr=3e-3)
     assert kept in (0, 2, 4, 6) and len(losses) == 6 * 2
     again, state, scores = MoDL(SMALL), {}, {}
     again.load_state_dict(start)
