@@ -203,13 +203,12 @@ class Guard:
             good.append(msg)
         if not good:
             return None
-        shared = set.intersection(*(set(record.evaluate[_site_of(m, self._names)]) for m in good))
-        if all(set(record.evaluate[_site_of(m, self._names)]) == shared for m in good):
-            return super().aggregate_evaluate(server_round, good)
-        # Sites with a validation split report more metrics than the others: average what all of them report.
+        # Weighted by examples, over the metrics every site reports (one with a validation split reports more).
+        sites = [_site_of(m, self._names) for m in good]
+        shared = set.intersection(*(set(record.evaluate[site]) for site in sites))
         return aggregate_metricrecords([RecordDict({"metrics": MetricRecord({key: record.evaluate[site][key]
                                                                             for key in shared})})
-                                        for site in (_site_of(m, self._names) for m in good)], "num-examples")
+                                        for site in sites], "num-examples")
 
 
 def make_strategy(name: str, min_sites: int = 1, max_update_norm: float | None = None, proximal_mu: float = 0.01,
