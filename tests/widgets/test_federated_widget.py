@@ -153,6 +153,29 @@ def test_personalization_shows_each_sites_scores_before_and_after(tmp_path, cata
         assert session.get(Experiment, form.experiment_id).config["personalize_epochs"] == 1
 
 
+def test_a_site_with_validation_images_stops_fine_tuning_after_the_patience(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path / "site-models"))
+    form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=1)
+    form.name.value, form.lr.value = "patient", 0.03  # at this step siteA's first fine-tuning epoch hurts
+    form.personalize_epochs.value, form.personalize_patience.value = 3, -1
+    assert "personalize_patience" in form.problems.value
+    form.personalize_patience.value = 1
+    form.site_rows[0].val_count.value = 2
+    assert form.problems.value == ""
+
+    step = form.run().personalization
+
+    assert step.patience == 1 and {name: model.epochs_run for name, model in step.sites.items()} == \
+        {"siteA": 1, "siteB": 3, "siteC": 3}
+    first = step.sites["siteA"]
+    assert (first.kept_epoch, first.after) == (0, first.before)
+    assert f"<td>{first.after['ssim']:.3f}</td><td>0/1</td>" in form.message.value
+    assert "Personalized (up to 3 epochs at each site, stopping 1 after its best, kept there)" in form.message.value
+    with catalog.session() as session:
+        config = session.get(Experiment, form.experiment_id).config
+        assert config["personalize_patience"] == 1 and [s["val_count"] for s in config["sites"]] == [2, 0, 0]
+
+
 def test_site_lamda_keeps_each_sites_model_with_its_own_lamda(tmp_path, catalog, monkeypatch):
     monkeypatch.setenv("CLOUDMRI_MODELS_DIR", str(tmp_path / "site-models"))
     form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=1)

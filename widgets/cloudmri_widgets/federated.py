@@ -69,7 +69,7 @@ DEFAULT_SITES = (
 
 _ERROR = "#b00020"
 _COLUMNS = (("name", "8em"), ("coils", "5em"), ("noise", "6em"), ("accel.", "5em"), ("pattern", "7em"),
-            ("contrast", "6em"), ("train", "5em"), ("test", "5em"))
+            ("contrast", "6em"), ("train", "5em"), ("val.", "5em"), ("test", "5em"))
 
 
 @dataclass
@@ -83,6 +83,7 @@ class SiteRow:
     pattern: widgets.Dropdown
     contrast: widgets.Dropdown
     train_count: widgets.IntText
+    val_count: widgets.IntText
     test_count: widgets.IntText
     remove_button: widgets.Button
 
@@ -102,13 +103,15 @@ class SiteRow:
                    widgets.Dropdown(options=PATTERNS, value=site.pattern, layout=layout("pattern")),
                    widgets.Dropdown(options=CONTRASTS, value=site.contrast, layout=layout("contrast")),
                    widgets.IntText(site.train_count, layout=layout("train")),
+                   widgets.IntText(site.val_count, layout=layout("val."),
+                                   tooltip="validation images: the fine-tuning epoch kept is chosen on them"),
                    widgets.IntText(site.test_count, layout=layout("test")),
                    widgets.Button(icon="times", tooltip="Remove this site", layout=widgets.Layout(width="3em")))
 
     @property
     def inputs(self) -> list[widgets.Widget]:
         return [self.name, self.coils, self.noise, self.accel, self.pattern, self.contrast, self.train_count,
-                self.test_count]
+                self.val_count, self.test_count]
 
     def box(self) -> widgets.HBox:
         return widgets.HBox([*self.inputs, self.remove_button])
@@ -190,6 +193,9 @@ class FederatedExperiment(widgets.VBox):
         self.personalize_epochs = widgets.IntText(
             defaults.personalize_epochs, description="Personalize epochs", style=style,
             tooltip="after the last round each site fine-tunes the final model on its own data and keeps it; 0: off")
+        self.personalize_patience = widgets.IntText(
+            defaults.personalize_patience, description="Fine-tune patience", style=style,
+            tooltip="a site with validation images stops fine-tuning this many epochs after its best; 0: every epoch")
         self.local_lamda = widgets.Checkbox(
             defaults.local_lamda, description="Site λ", style=style, indent=False,
             tooltip="each site keeps its own data-consistency weight and, after the last round, the model with it")
@@ -214,7 +220,8 @@ class FederatedExperiment(widgets.VBox):
         self.start_button.on_click(lambda _button: self.start())
         self.stop_button.on_click(lambda _button: self.stop())
         for field in (self.name, self.rounds, self.strategy, self.local_epochs, self.lr, self.min_sites,
-                      self.personalize_epochs, self.local_lamda, self.network, self.matrix, self.calib):
+                      self.personalize_epochs, self.personalize_patience, self.local_lamda, self.network,
+                      self.matrix, self.calib):
             field.observe(self._check_form, names="value")
         header = widgets.HBox([widgets.HTML(f"<b>{title}</b>", layout=widgets.Layout(width=width))
                                for title, width in _COLUMNS])
@@ -222,7 +229,8 @@ class FederatedExperiment(widgets.VBox):
                           header, self.sites_table, self.add_site_button, self.matrix, self.calib,
                           widgets.HBox([widgets.VBox([self.rounds, self.strategy, self.local_epochs]),
                                         widgets.VBox([self.lr, self.min_sites, self.personalize_epochs,
-                                                      self.local_lamda, self.network])]),
+                                                      self.personalize_patience, self.local_lamda,
+                                                      self.network])]),
                           self.problems, widgets.HBox([self.start_button, self.stop_button, self.progress]),
                           self.message, self.figure, self.latest, self.participants], **kwargs)
         for site in sites:
@@ -275,7 +283,8 @@ class FederatedExperiment(widgets.VBox):
                 sites.append(SiteConfig(name, matrix=self.matrix.value, calib=self.calib.value,
                                         coils=row.coils.value, noise=row.noise.value, accel=row.accel.value,
                                         pattern=row.pattern.value, contrast=row.contrast.value,
-                                        train_count=row.train_count.value, test_count=row.test_count.value,
+                                        train_count=row.train_count.value, val_count=row.val_count.value,
+                                        test_count=row.test_count.value,
                                         seed=seed))
             except UsageError as error:
                 raise UsageError(error.args[0] if error.args[0].startswith("site") else
@@ -298,6 +307,7 @@ class FederatedExperiment(widgets.VBox):
         config = ExperimentConfig(name=self.name.value.strip(), strategy=self.strategy.value,
                                   rounds=self.rounds.value, local_epochs=self.local_epochs.value, lr=self.lr.value,
                                   min_sites=self.min_sites.value, personalize_epochs=self.personalize_epochs.value,
+                                  personalize_patience=self.personalize_patience.value,
                                   local_lamda=self.local_lamda.value,
                                   architecture=MoDLConfig(**NETWORK_SIZES[self.network.value]))
         if config.min_sites > len(self.site_rows):
@@ -424,15 +434,20 @@ class FederatedExperiment(widgets.VBox):
         if step is None:
             return ""
         rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{model.before['ssim']:.3f}</td>"
-                       f"<td>{model.after['ssim']:.3f}</td><td><code>{html.escape(model.path)}</code></td></tr>"
-                       for name, model in step.sites.items())
-        rows += "".join(f"<tr><td>{html.escape(name)}</td><td colspan='3'>failed: {html.escape(reason)}</td></tr>"
-                        for name, reason in step.failed.items())
+                       f"<td>{model.after['ssim']:.3f}</td>"
+                       + (f"<td>{model.kept_epoch}/{model.epochs_run}</td>" if step.epochs else "")
+                       + f"<td><code>{html.escape(model.path)}</code></td></tr>" for name, model in step.sites.items())
+        columns = 4 if step.epochs else 3
+        rows += "".join(f"<tr><td>{html.escape(name)}</td><td colspan='{columns}'>failed: {html.escape(reason)}</td>"
+                        "</tr>" for name, reason in step.failed.items())
         start = ", from its own λ" if site_lamda else ""
-        what = (f"Personalized ({step.epochs} epochs at each site{start}, kept there)" if step.epochs
+        budget = (f"up to {step.epochs} epochs at each site, stopping {step.patience} after its best"
+                  if step.patience else f"{step.epochs} epochs at each site")
+        what = (f"Personalized ({budget}{start}, kept there)" if step.epochs
                 else "Each site's model (the global denoiser with the site's own λ, kept there)")
         return (f"<br>{what}:<table class='fl-personalized'>"
-                "<tr><th>site</th><th>SSIM before</th><th>after</th><th>model at the site</th></tr>"
+                "<tr><th>site</th><th>SSIM before</th><th>after</th>"
+                + ("<th>epoch kept/run</th>" if step.epochs else "") + "<th>model at the site</th></tr>"
                 f"{rows}</table>")
 
     def _model_html(self) -> str:
