@@ -25,12 +25,14 @@ fine-tuning epoch), never on the held-out images it is scored on. Arms run ``--j
 process with ``--threads`` torch threads; ``--arms`` picks the federated arms (local and central always run).
 ``--seed`` takes several seeds (initialization and batch order): every arm runs for each, and a summary gives each
 site's SSIM as mean ± standard deviation over seeds and, per federated arm, the paired difference to each site's
-own model and the seeds in which the targets were met. The latest run in
-``docs/benchmarks/federated_vs_central.md``::
+own model and the seeds in which the targets were met. With ``--patience`` every arm trains until its validation
+score stops improving (local, central, each site's fine-tuning); ``--json`` keeps a run's scores so that
+``--combine`` can summarize seeds run by separate commands. The latest run in
+``docs/benchmarks/federated_vs_central.md`` (run 9)::
 
-    nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 480 \
-        --check-every 20 --lr 3e-3 --lamda-lr 0.03 --personalize-epochs 240 --local-epochs 1 \
-        --arms site-lamda-ft --jobs 2
+    nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 960 \
+        --check-every 20 --lr 3e-3 --lamda-lr 0.03 --personalize-epochs 720 --patience 120 --local-epochs 1 \
+        --arms site-lamda-ft --jobs 2 --seed 0 1 2 --json docs/benchmarks/federated_vs_central_run9.json
 """
 
 from __future__ import annotations
