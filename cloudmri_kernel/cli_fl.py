@@ -77,7 +77,7 @@ def fl_simulate(
     if result.personalization is not None:
         epochs, patience = result.personalization.epochs, result.personalization.patience
         budget = f"up to {epochs} epoch(s), stopping {patience} after the best" if patience else f"{epochs} epoch(s)"
-        title = (f"personalized: {budget} of fine-tuning at each site, held-out scores before → after"
+        title = (f"personalized: fine-tuning at each site for {budget}; held-out scores before → after"
                  if epochs else "each site's model (the global denoiser with the site's own λ), held-out scores "
                  "before → after")
         personalized = Table("site", "SSIM", "PSNR (dB)", *(("epoch kept/run",) if epochs else ()),

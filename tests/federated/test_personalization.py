@@ -327,7 +327,7 @@ sites:
 """)
     result = CliRunner().invoke(cli, ["fl", "simulate", str(tmp_path / "exp.yaml")])
     assert result.exit_code == 0, result.output
-    assert "personalized" in result.output and "epoch kept" in result.output
+    assert "personalized: fine-tuning at each site for 2 epoch(s)" in result.output and "epoch kept" in result.output
     rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
     for site in ("charite", "ruijin"):
         path = tmp_path / "models" / "personalized" / "local-adaptation" / f"{site}.pt"
