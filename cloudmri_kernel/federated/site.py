@@ -170,7 +170,7 @@ def personalize(msg: Message, context: Context) -> Message:
         before = training.evaluate(net, test_set)
     epochs, patience = int(config[PERSONALIZE_EPOCHS]), int(config.get(PERSONALIZE_PATIENCE, 0))
     kept = training.train_keeping_best(net, train_set, validation, epochs, seed=site.seed,
-                                       patience=patience if validation else 0, **_training_options(config))
+                                       patience=patience, **_training_options(config))
     with torch.no_grad():
         after = training.evaluate(net, test_set) if kept.epoch else before
     experiment = str(config[EXPERIMENT_NAME])
