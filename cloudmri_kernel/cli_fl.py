@@ -49,7 +49,7 @@ def fl_simulate(
     """Run a federated experiment with every site in this process, each on its own data only."""
     from cloudmri_kernel.catalog.db import Catalog
     from cloudmri_kernel.errors import UsageError
-    from cloudmri_kernel.federated.experiment import run_experiment
+    from cloudmri_kernel.federated.experiment import run_experiment, validation_score
     from cloudmri_kernel.recon.model_files import models_dir
 
     config, sites = load_experiment(experiment)
@@ -68,11 +68,13 @@ def fl_simulate(
     finally:
         if catalog is not None:
             catalog.engine.dispose()
-    table = Table("round", "site", "train loss", "held-out SSIM", "PSNR (dB)")
+    validated = any("val-ssim" in metrics for r in result.rounds for metrics in r.evaluate.values())
+    table = Table("round", "site", "train loss", "held-out SSIM", "PSNR (dB)", *(("val. SSIM",) if validated else ()))
     for r in result.rounds:
         for site, metrics in sorted(r.evaluate.items()):
             table.add_row(str(r.round), site, f"{r.train.get(site, {}).get('train-loss', float('nan')):.4f}",
-                          f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}")
+                          f"{metrics['ssim']:.4f}", f"{metrics['psnr']:.2f}",
+                          *((f"{metrics['val-ssim']:.4f}" if "val-ssim" in metrics else "",) if validated else ()))
     out.print(table)
     if result.personalization is not None:
         epochs, patience = result.personalization.epochs, result.personalization.patience
@@ -93,9 +95,15 @@ def fl_simulate(
         for model in list(result.personalization.sites.values())[:1]:
             out.print(f"each site keeps its personalized model: {Path(model.path).parent}/SITE.pt",
                       highlight=False)
-    out.print(f"experiment {result.experiment_id or '(not recorded)'}: final model {result.final.path} "
-              f"sha256 {result.final.sha256} ({result.seconds:.0f} s); use it with "
-              f"`cloudmri recon --method dl --model {result.final.sha256[:12]}`", highlight=False)
+    if result.kept_round is not None:
+        ran = len(result.rounds)
+        why = (f"stopped after round {ran} of up to {config.rounds}, {config.rounds_patience} without a better one"
+               if ran < config.rounds else f"the best of all {ran} rounds")
+        out.print(f"kept round {result.kept_round}: the sites' best mean validation SSIM "
+                  f"({validation_score(result.rounds[result.kept_round - 1]):.4f}); {why}", highlight=False)
+    out.print(f"experiment {result.experiment_id or '(not recorded)'}: model {result.kept.path} "
+              f"sha256 {result.kept.sha256} ({result.seconds:.0f} s); use it with "
+              f"`cloudmri recon --method dl --model {result.kept.sha256[:12]}`", highlight=False)
 
 
 def _exec(command: list[str], env: dict[str, str]) -> None:

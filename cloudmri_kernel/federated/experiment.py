@@ -17,10 +17,24 @@ catalog's ``metrics`` list then ends with one ``{"personalization": ...}`` entry
 global model with the site's own weight, fine-tuned when ``personalize_epochs > 0``. With
 ``personalize_patience`` a site stops fine-tuning when its validation score stops improving, so each site's
 budget follows its own convergence instead of one number for all.
+
+With ``rounds_patience`` the rounds follow convergence too: sites with a validation split score every round's
+global model on it, the round's score is the mean of the sites' validation SSIM (each hospital counting once,
+whatever its size), and the experiment stops once that many rounds pass without a better one (``rounds`` is then
+a ceiling). It keeps the best round's global model (:attr:`ExperimentResult.kept`): that is the model the
+experiment offers for reconstruction and the one sites personalize; the catalog's ``metrics`` list records it in a
+``{"kept": ...}`` entry after the round records. This is early stopping on a validation set (Prechelt 1998) with
+the federated evaluation of FedAvg (McMahan et al. 2017) as the validation score; no held-out image takes part in
+the choice.
+
+References:
+    McMahan B et al. Communication-efficient learning of deep networks from decentralized data. AISTATS 2017.
+    Prechelt L. Early stopping - but when? In: Neural Networks: Tricks of the Trade, Springer 1998, 55-69.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +64,8 @@ from cloudmri_kernel.federated.sites import SiteConfig
 from cloudmri_kernel.recon.model_files import save_model
 from cloudmri_kernel.recon.unrolled import MoDL, MoDLConfig
 
+log = logging.getLogger(__name__)
+
 #: Node IDs of in-process sites start here (Flower's SuperLink itself is node 1).
 FIRST_NODE_ID = 1001
 
@@ -68,7 +84,9 @@ class ExperimentConfig:
     :func:`~.aggregation.make_strategy`). ``personalize_epochs > 0``: after the last round each site fine-tunes
     the final global model for that many epochs on its own training split and keeps it (see the module);
     ``personalize_patience > 0``: a site with a validation split stops fine-tuning once that many epochs have
-    passed without a better validation score (``personalize_epochs`` is then a ceiling).
+    passed without a better validation score (``personalize_epochs`` is then a ceiling). ``rounds_patience > 0``:
+    the rounds stop once that many have passed without a better mean validation SSIM over the sites, and the
+    best round's model is kept (see the module; needs sites with validation splits).
 
     ``lamda_lr``: Adam's step for the logarithm of MoDL's data-consistency weight λ (default ``lr``; see
     :func:`~cloudmri_kernel.recon.training.train`). ``local_lamda``: each site keeps its own λ (see
@@ -93,6 +111,7 @@ class ExperimentConfig:
     server_momentum: float = 0.9
     personalize_epochs: int = 0
     personalize_patience: int = 0
+    rounds_patience: int = 0
     lamda_lr: float | None = None
     local_lamda: bool = False
     seed: int = 0
@@ -109,6 +128,8 @@ class ExperimentConfig:
         if self.personalize_patience < 0:
             raise UsageError(f"personalize_patience must be 0 (fine-tune every epoch) or more, got "
                              f"{self.personalize_patience}")
+        if self.rounds_patience < 0:
+            raise UsageError(f"rounds_patience must be 0 (run every round) or more, got {self.rounds_patience}")
         if self.lamda_lr is not None and self.lamda_lr <= 0:
             raise UsageError(f"lamda_lr must be positive, got {self.lamda_lr}")
         if self.server_lr is not None and self.server_lr <= 0:
@@ -179,8 +200,10 @@ class Personalization:
 
 @dataclass
 class ExperimentResult:
-    """What a run left: its catalog ID, every round's record and global model, and the personalization step when
-    asked for; ``stopped`` when ``stop`` ended it before its last round (then nothing is personalized)."""
+    """What a run left: its catalog ID, every round's record and global model (``models[r]`` is round r's; 0 the
+    initial one), and the personalization step when asked for; ``stopped`` when ``stop`` ended it before its last
+    round (then nothing is personalized). ``kept_round``: with ``rounds_patience``, the round whose model had the
+    best mean validation SSIM (None without: the last round's model is kept)."""
 
     experiment_id: str | None
     rounds: list[RoundRecord]
@@ -188,10 +211,45 @@ class ExperimentResult:
     seconds: float
     stopped: bool = False
     personalization: Personalization | None = None
+    kept_round: int | None = None
 
     @property
     def final(self) -> GlobalModel:
+        """The last round's global model."""
         return self.models[-1]
+
+    @property
+    def kept(self) -> GlobalModel:
+        """The model the experiment offers: the best round's on validation with ``rounds_patience``, else the
+        last."""
+        return self.final if self.kept_round is None else self.models[self.kept_round]
+
+
+def validation_score(record: RoundRecord) -> float | None:
+    """A round's score for choosing among rounds: the mean validation SSIM of the sites that reported one (each
+    site counting once), None when none has a validation split."""
+    scores = [metrics["val-ssim"] for metrics in record.evaluate.values() if "val-ssim" in metrics]
+    return sum(scores) / len(scores) if scores else None
+
+
+@dataclass
+class BestRound:
+    """Early stopping over rounds (see the module): the best round so far by :func:`validation_score` and its
+    weights, and whether ``patience`` rounds have passed without a better one."""
+
+    patience: int
+    round: int | None = None
+    score: float = float("-inf")
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def update(self, record: RoundRecord, net: MoDL) -> bool:
+        """Take round ``record.round`` (its global weights in ``net``) into account; True when the rounds should
+        stop."""
+        score = validation_score(record)
+        if score is not None and score > self.score:
+            self.round, self.score = record.round, score
+            self.state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+        return self.round is not None and record.round - self.round >= self.patience
 
 
 def _catalog_start(catalog, config: ExperimentConfig, sites: Sequence[SiteConfig], created_by: str) -> str | None:
@@ -209,7 +267,7 @@ def _catalog_start(catalog, config: ExperimentConfig, sites: Sequence[SiteConfig
 
 
 def _catalog_round(catalog, experiment_id: str | None, rounds: list[RoundRecord], model: GlobalModel,
-                   status: str) -> None:
+                   status: str, kept: dict | None = None) -> None:
     if catalog is None:
         return
     from sqlalchemy import select
@@ -219,7 +277,7 @@ def _catalog_round(catalog, experiment_id: str | None, rounds: list[RoundRecord]
     record = rounds[model.round - 1] if model.round else None
     with catalog.session() as session:
         experiment = session.get(Experiment, experiment_id)
-        experiment.metrics = [asdict(r) for r in rounds]
+        experiment.metrics = [asdict(r) for r in rounds] + ([{"kept": kept}] if kept else [])
         experiment.sites = sorted({site for r in rounds for site in r.trained}) or experiment.sites
         experiment.status = status
         if session.scalar(select(Model.id).where(Model.sha256 == model.sha256)) is None:
@@ -276,7 +334,12 @@ def personalize(grid, config: ExperimentConfig, arrays: ArrayRecord, names: dict
 
 
 class _Stop(Exception):  # noqa: N818 (a request, not an error)
-    """Ends Flower's round loop from the round callback when the caller asked to stop."""
+    """Ends Flower's round loop from the round callback: the caller asked to stop, or (``converged``) the rounds
+    stopped improving the validation score."""
+
+    def __init__(self, converged: bool = False):
+        super().__init__()
+        self.converged = converged
 
 
 def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_dir: str | Path, *, catalog=None,
@@ -289,6 +352,9 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
     ``on_round`` is called after every round with its record; setting ``stop`` ends the experiment after the
     round in flight (its model is kept; the catalog says ``stopped``).
     """
+    if config.rounds_patience and sites and not any(site.val_count for site in sites):
+        raise UsageError("rounds_patience chooses rounds on the sites' validation splits: give at least one site a "
+                         "val_count")
     names: dict[int, str] = {}
     if grid is None:
         if not sites:
@@ -313,6 +379,7 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
                                     dp_sites=max(config.min_sites, len(sites)))
     experiment_id = _catalog_start(catalog, config, sites, created_by)
     models: list[GlobalModel] = []
+    best = BestRound(config.rounds_patience) if config.rounds_patience else None
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         net.load_state_dict(arrays.to_torch_state_dict())
@@ -329,12 +396,15 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         if record is not None and on_round is not None:
             on_round(record)
         last = server_round == config.rounds
-        stopping = stop is not None and stop.is_set() and not last
+        converged = best is not None and record is not None and best.update(record, net) and not last
+        stopping = stop is not None and stop.is_set() and not last and not converged
         done = "personalizing" if config.personalizes else "finished"
+        kept = None if best is None or best.round is None else {
+            "round": best.round, "rounds_run": server_round, "patience": best.patience, "validation_ssim": best.score}
         _catalog_round(catalog, experiment_id, guard.rounds, model,
-                       done if last else "stopped" if stopping else "running")
-        if stopping:
-            raise _Stop
+                       done if last or converged else "stopped" if stopping else "running", kept)
+        if converged or stopping:
+            raise _Stop(converged)
         return None
 
     started = time.perf_counter()
@@ -342,12 +412,19 @@ def run_experiment(config: ExperimentConfig, sites: Sequence[SiteConfig], out_di
         strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=config.rounds,
                        train_config=config.round_config(), evaluate_config=config.round_config(),
                        evaluate_fn=after_round)
-    except _Stop:
-        return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started, stopped=True)
+    except _Stop as request:
+        if not request.converged:
+            return ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started, stopped=True,
+                                    kept_round=best.round if best else None)
     except BaseException:
         _catalog_failed(catalog, experiment_id)
         raise
-    result = ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started)
+    result = ExperimentResult(experiment_id, guard.rounds, models, time.perf_counter() - started,
+                              kept_round=best.round if best else None)
+    if best is not None and best.round is None:
+        log.warning("rounds_patience: no site reported a validation score, so the last round's model is kept")
+    elif best is not None:
+        net.load_state_dict(best.state)
     if config.personalizes:
         try:
             result.personalization = personalize(grid, config, ArrayRecord(net.state_dict()), guard._names)

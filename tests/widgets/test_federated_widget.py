@@ -17,6 +17,7 @@ from cloudmri_kernel.catalog.db import Catalog
 from cloudmri_kernel.catalog.models import Experiment, Model
 from cloudmri_kernel.digest import file_sha256
 from cloudmri_kernel.federated.aggregation import STRATEGIES
+from cloudmri_kernel.federated.experiment import validation_score
 from cloudmri_kernel.federated.sites import SiteConfig
 from cloudmri_kernel.ledger.client import Ledger
 from cloudmri_kernel.recon.unrolled import MoDLConfig
@@ -174,6 +175,30 @@ def test_a_site_with_validation_images_stops_fine_tuning_after_the_patience(tmp_
     with catalog.session() as session:
         config = session.get(Experiment, form.experiment_id).config
         assert config["personalize_patience"] == 1 and [s["val_count"] for s in config["sites"]] == [2, 0, 0]
+
+
+def test_a_round_patience_stops_the_rounds_and_links_the_best_rounds_model(tmp_path, catalog):
+    form = tiny(FederatedExperiment(catalog=catalog, out_dir=tmp_path / "models"), rounds=8)
+    form.name.value, form.lr.value = "patient-rounds", 0.5  # at this step the sites' validation SSIM peaks at round 4
+    form.rounds_patience.value = -1
+    assert "rounds_patience" in form.problems.value
+    form.rounds_patience.value = 2
+    assert "validation images" in form.problems.value
+    for row in form.site_rows:
+        row.val_count.value = 2
+    assert form.problems.value == ""
+
+    result = form.run()
+
+    assert (len(result.rounds), result.kept_round) == (6, 4)
+    assert form.final_path == str(tmp_path / "models" / "round-4.pt") == str(result.kept.path)
+    assert form.final_sha256 == file_sha256(form.final_path)
+    score = validation_score(result.rounds[3])
+    assert (f"Finished 6 of 8 rounds (2 without a better validation score) in {result.seconds:.0f} s. Kept round 4: "
+            f"the best mean validation SSIM of the sites ({score:.3f})") in form.message.value
+    with catalog.session() as session:
+        experiment = session.get(Experiment, form.experiment_id)
+        assert experiment.config["rounds_patience"] == 2 and experiment.metrics[-1]["kept"]["round"] == 4
 
 
 def test_site_lamda_keeps_each_sites_model_with_its_own_lamda(tmp_path, catalog, monkeypatch):

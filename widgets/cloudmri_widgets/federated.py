@@ -163,7 +163,8 @@ class FederatedExperiment(widgets.VBox):
     busy = traitlets.Bool(False, help="an experiment is running")
     rounds_done = traitlets.Int(0, help="rounds finished in the current or last run")
     experiment_id = traitlets.Unicode("", help="the catalog's experiment of the last run")
-    final_path = traitlets.Unicode("", help="the last global model file of the last run")
+    final_path = traitlets.Unicode("", help="the global model file the last run kept: its last round's, or with a "
+                                   "round patience the round's best on the sites' validation images")
     final_sha256 = traitlets.Unicode("", help="its SHA-256")
 
     def __init__(self, catalog=None, ledger=None, out_dir: str | Path | None = None, created_by: str | None = None,
@@ -184,6 +185,10 @@ class FederatedExperiment(widgets.VBox):
         defaults = ExperimentConfig()
         self.name = widgets.Text(defaults.name, description="Experiment", style=style)
         self.rounds = widgets.IntText(defaults.rounds, description="Rounds", style=style)
+        self.rounds_patience = widgets.IntText(
+            defaults.rounds_patience, description="Round patience", style=style,
+            tooltip="stop this many rounds after the best mean validation SSIM of the sites and keep that round's "
+            "model (Rounds is then the most); needs sites with validation images; 0: every round")
         self.strategy = widgets.Dropdown(options=list(STRATEGIES), value=defaults.strategy, description="Strategy",
                                          style=style)
         self.local_epochs = widgets.IntText(defaults.local_epochs, description="Local epochs", style=style)
@@ -219,15 +224,16 @@ class FederatedExperiment(widgets.VBox):
         self.add_site_button.on_click(lambda _button: self.add_site())
         self.start_button.on_click(lambda _button: self.start())
         self.stop_button.on_click(lambda _button: self.stop())
-        for field in (self.name, self.rounds, self.strategy, self.local_epochs, self.lr, self.min_sites,
-                      self.personalize_epochs, self.personalize_patience, self.local_lamda, self.network,
-                      self.matrix, self.calib):
+        for field in (self.name, self.rounds, self.rounds_patience, self.strategy, self.local_epochs, self.lr,
+                      self.min_sites, self.personalize_epochs, self.personalize_patience, self.local_lamda,
+                      self.network, self.matrix, self.calib):
             field.observe(self._check_form, names="value")
         header = widgets.HBox([widgets.HTML(f"<b>{title}</b>", layout=widgets.Layout(width=width))
                                for title, width in _COLUMNS])
         super().__init__([self.name, widgets.HTML("<b>Sites</b> (each trains on its own synthetic data only)"),
                           header, self.sites_table, self.add_site_button, self.matrix, self.calib,
-                          widgets.HBox([widgets.VBox([self.rounds, self.strategy, self.local_epochs]),
+                          widgets.HBox([widgets.VBox([self.rounds, self.rounds_patience, self.strategy,
+                                                      self.local_epochs]),
                                         widgets.VBox([self.lr, self.min_sites, self.personalize_epochs,
                                                       self.personalize_patience, self.local_lamda,
                                                       self.network])]),
@@ -305,7 +311,8 @@ class FederatedExperiment(widgets.VBox):
         if not self.lr.value > 0:
             raise UsageError(f"the learning rate must be above 0, got {self.lr.value}")
         config = ExperimentConfig(name=self.name.value.strip(), strategy=self.strategy.value,
-                                  rounds=self.rounds.value, local_epochs=self.local_epochs.value, lr=self.lr.value,
+                                  rounds=self.rounds.value, rounds_patience=self.rounds_patience.value,
+                                  local_epochs=self.local_epochs.value, lr=self.lr.value,
                                   min_sites=self.min_sites.value, personalize_epochs=self.personalize_epochs.value,
                                   personalize_patience=self.personalize_patience.value,
                                   local_lamda=self.local_lamda.value,
@@ -313,6 +320,9 @@ class FederatedExperiment(widgets.VBox):
         if config.min_sites > len(self.site_rows):
             raise UsageError(f"min sites per round is {config.min_sites} but there are only "
                              f"{len(self.site_rows)} sites")
+        if config.rounds_patience and not any(site.val_count for site in self.site_configs()):
+            raise UsageError("a round patience chooses rounds on the sites' validation images: give a site some "
+                             "(val.)")
         return config
 
     def form_problem(self) -> str | None:
@@ -415,17 +425,31 @@ class FederatedExperiment(widgets.VBox):
             return None
         self.result = result
         self.experiment_id = result.experiment_id or ""
-        self.final_path, self.final_sha256 = str(result.final.path), result.final.sha256
+        self.final_path, self.final_sha256 = str(result.kept.path), result.kept.sha256
         if result.stopped:
             self.status = "stopped"
             self.progress.bar_style, self.progress.description = "warning", "stopped"
-            self._say(f"Stopped after round {result.final.round} of {config.rounds}.<br>{self._model_html()}")
+            self._say(f"Stopped after round {result.final.round} of {config.rounds}.{self._kept_html(result)}"
+                      f"<br>{self._model_html()}")
             return result
         self.status = "finished"
         self.progress.bar_style, self.progress.description = "success", "finished"
-        self._say(f"Finished {len(result.rounds)} rounds in {result.seconds:.0f} s.<br>{self._model_html()}"
+        early = (f" ({config.rounds_patience} without a better validation score)"
+                 if len(result.rounds) < config.rounds else "")
+        self._say(f"Finished {len(result.rounds)} of {config.rounds} rounds{early} in {result.seconds:.0f} s."
+                  f"{self._kept_html(result)}<br>{self._model_html()}"
                   f"{self._personalization_html(result.personalization, config.local_lamda)}")
         return result
+
+    @staticmethod
+    def _kept_html(result: ExperimentResult) -> str:
+        """Which round's model the run kept, with a round patience."""
+        from cloudmri_kernel.federated.experiment import validation_score
+
+        if result.kept_round is None:
+            return ""
+        score = validation_score(result.rounds[result.kept_round - 1])
+        return f" Kept round {result.kept_round}: the best mean validation SSIM of the sites ({score:.3f})."
 
     @staticmethod
     def _personalization_html(step, site_lamda: bool) -> str:
