@@ -25,9 +25,11 @@ fine-tuning epoch), never on the held-out images it is scored on. Arms run ``--j
 process with ``--threads`` torch threads; ``--arms`` picks the federated arms (local and central always run).
 ``--seed`` takes several seeds (initialization and batch order): every arm runs for each, and a summary gives each
 site's SSIM as mean ± standard deviation over seeds and, per federated arm, the paired difference to each site's
-own model and the seeds in which the targets were met. With ``--patience`` every arm trains until its validation
-score stops improving (local, central, each site's fine-tuning); ``--json`` keeps a run's scores so that
-``--combine`` can summarize seeds run by separate commands. The latest run in
+own model (mean ± standard error) and the seeds in which the targets were met. With ``--patience`` every arm trains
+until its validation score stops improving (local, central, each site's fine-tuning), and with
+``--rounds-patience`` every federated arm's rounds stop when the sites' mean validation SSIM does (fine-tuning then
+starts from the best round); ``--json`` keeps a run's scores so that ``--combine`` can summarize seeds run by
+separate commands. The latest run in
 ``docs/benchmarks/federated_vs_central.md`` (run 9)::
 
     nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 960 \
@@ -52,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from cloudmri_kernel.federated.experiment import ExperimentConfig, run_experiment
+from cloudmri_kernel.federated.experiment import ExperimentConfig, run_experiment, validation_score
 from cloudmri_kernel.federated.sites import SiteConfig, load_site_data, load_site_splits
 from cloudmri_kernel.recon.model_files import load_model
 from cloudmri_kernel.recon.training import evaluate, train_keeping_best, zero_filled_metrics
@@ -92,13 +94,17 @@ ARMS = ("fedavg", "fedavg-ft", "fedprox", "fedadam", "fedavgm", "fedavg-epochs",
 
 
 def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, optimizers: dict,
-                   chosen: tuple[str, ...] = ARMS, patience: int = 0) -> dict[str, dict]:
+                   chosen: tuple[str, ...] = ARMS, patience: int = 0, rounds_patience: int = 0) -> dict[str, dict]:
     """Name → ExperimentConfig settings of every chosen federated arm (the same passes over each site's data; with
-    ``patience``, the same most passes, fine-tuning stopping like local and central training)."""
+    ``patience``, the same most passes, fine-tuning stopping like local and central training; with
+    ``rounds_patience``, every arm's rounds stop that many after the sites' best mean validation SSIM)."""
     adam, momentum = optimizers["fedadam"], optimizers["fedavgm"]
     up_to = "up to " if patience else ""
+    before = rounds - personalize_epochs
+    first = (f"up to {before} rounds (stopping {rounds_patience} after the best)" if rounds_patience
+             else f"{before} rounds")
     arms = {"fedavg": ("federated fedavg", dict(strategy="fedavg")),
-            "fedavg-ft": (f"FedAvg-FT: fedavg {rounds - personalize_epochs} rounds + {up_to}{personalize_epochs} "
+            "fedavg-ft": (f"FedAvg-FT: fedavg {first} + {up_to}{personalize_epochs} "
                           "epoch(s) fine-tuning at each site",
                           dict(strategy="fedavg", rounds=rounds - personalize_epochs,
                                personalize_epochs=personalize_epochs, personalize_patience=patience)),
@@ -112,13 +118,13 @@ def federated_arms(rounds: int, local_epochs: int, personalize_epochs: int, opti
                               dict(strategy="fedavg", local_epochs=local_epochs, rounds=rounds // local_epochs)),
             "site-lamda": ("FedAvg, site λ (each site keeps its data-consistency weight)",
                            dict(strategy="fedavg", local_lamda=True)),
-            "site-lamda-ft": (f"FedAvg-FT, site λ: {rounds - personalize_epochs} rounds + {up_to}"
-                              f"{personalize_epochs} epoch(s) fine-tuning",
+            "site-lamda-ft": (f"FedAvg-FT, site λ: {first} + {up_to}{personalize_epochs} epoch(s) fine-tuning",
                               dict(strategy="fedavg", local_lamda=True, rounds=rounds - personalize_epochs,
                                    personalize_epochs=personalize_epochs, personalize_patience=patience))}
     left_out = {"fedavg-epochs"} if local_epochs <= 1 else set()
     left_out |= {"fedavg-ft", "site-lamda-ft"} if personalize_epochs < 1 else set()
-    return dict(arms[a] for a in chosen if a not in left_out)
+    return {name: {**settings, "rounds_patience": rounds_patience}
+            for name, settings in (arms[a] for a in chosen if a not in left_out)}
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,8 @@ def train_alone(setup: Setup, name: str, site_names: tuple[str, ...]) -> tuple[s
 def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict, float, str]:
     """One federated arm on the in-process grid; an arm whose sites keep models of their own (fine-tuned, or with
     their own λ) is scored by each site on its own split. With validation splits a global model is chosen by the
-    sites' mean validation SSIM over the rounds, and fine-tuning sites keep their best epoch on their own."""
+    sites' mean validation SSIM over the rounds (the experiment's own choice with ``rounds_patience``, from which
+    sites then personalize), and fine-tuning sites keep their best epoch on their own."""
     torch.set_num_threads(setup.threads)
     configs = setup.sites()
     settings = {"rounds": setup.rounds, **settings}
@@ -172,18 +179,18 @@ def train_federated(setup: Setup, name: str, settings: dict) -> tuple[str, dict,
         result = run_experiment(ExperimentConfig(name="arm", seed=setup.seed, architecture=setup.arch,
                                                  lr=setup.lr, lamda_lr=setup.lamda_lr, min_sites=3, **settings),
                                 configs, tmp)
-        chosen = result.final
-        if setup.val_count:
-            chosen = max(result.models[1:], key=lambda model: statistics.mean(
-                site["val-ssim"] for site in result.rounds[model.round - 1].evaluate.values()))
+        chosen = result.kept
+        if setup.val_count and result.kept_round is None:
+            chosen = max(result.models[1:], key=lambda model: validation_score(result.rounds[model.round - 1]))
         net, _ = load_model(chosen.path, expected_sha256=chosen.sha256)
+    round_kept = f"round {chosen.round}" + (f" of {len(result.rounds)}" if settings["rounds_patience"] else "")
     if result.personalization is None:
-        return name, scores(net, configs), result.seconds, f"round {chosen.round}"
+        return name, scores(net, configs), result.seconds, round_kept
     kept = ", ".join(f"{site} {model.kept_epoch} of {model.epochs_run}"
                      for site, model in result.personalization.sites.items())
     return (name, {site: model.after for site, model in result.personalization.sites.items()},
             result.seconds + result.personalization.seconds,
-            f"round {result.final.round}, fine-tuning epochs kept: {kept}")
+            f"{round_kept}, fine-tuning epochs kept: {kept}")
 
 
 def run(setups: list[Setup], arms: dict[str, dict], jobs: int) -> dict[int, tuple[dict, dict, dict]]:
@@ -266,10 +273,15 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def paired(differences: list[float]) -> str:
+    """Mean ± standard error of paired differences (one per seed)."""
+    return f"{statistics.mean(differences):+.4f} ± {statistics.stdev(differences) / len(differences) ** 0.5:.4f}"
+
+
 def across_seeds(runs: dict[int, dict]) -> list[str]:
     """Several seeds' scores summarized: mean ± standard deviation over seeds of each site's SSIM (each site's own
     model, central, every federated arm), and for each federated arm the gap to central and the paired difference
-    to each site's own model, with the seeds in which each target was met."""
+    to each site's own model (mean ± its standard error over seeds), with the seeds in which each target was met."""
     seeds = sorted(runs)
     names = sorted(next(iter(runs[seeds[0]].values())))
     own = {seed: own_scores(results) for seed, results in runs.items()}
@@ -290,11 +302,11 @@ def across_seeds(runs: dict[int, dict]) -> list[str]:
         gaps = {seed: statistics.mean(central[seed][n] - fed[seed][n] for n in names) for seed in seeds}
         wins = {n: [seed for seed in seeds if fed[seed][n] > own[seed][n]] for n in names}
         met = [seed for seed in seeds if gaps[seed] <= 0.01 and all(seed in wins[n] for n in names)]
-        versus_own = ", ".join(f"{n} {statistics.mean(fed[seed][n] - own[seed][n] for seed in seeds):+.4f} "
+        versus_own = ", ".join(f"{n} {paired([fed[seed][n] - own[seed][n] for seed in seeds])} "
                                f"({len(wins[n])}/{len(seeds)})" for n in names)
         lines.append(f"- {method}: {-statistics.mean(gaps.values()):+.4f} vs central (worst seed "
-                     f"{-max(gaps.values()):+.4f}); vs each site's own model, mean paired difference (seeds better): "
-                     f"{versus_own}; both targets met in {len(met)} of {len(seeds)} seeds.")
+                     f"{-max(gaps.values()):+.4f}); vs each site's own model, mean paired difference ± standard "
+                     f"error (seeds better): {versus_own}; both targets met in {len(met)} of {len(seeds)} seeds.")
     return lines
 
 
@@ -333,6 +345,10 @@ def main() -> None:
                         help="With --val: local and central training and each site's fine-tuning stop once this many "
                         "epochs pass without a better validation score (ROUNDS and --personalize-epochs are then "
                         "ceilings); 0 runs the whole budget.")
+    parser.add_argument("--rounds-patience", type=int, default=0,
+                        help="With --val: every federated arm's rounds stop once this many pass without a better mean "
+                        "validation SSIM of the sites, and fine-tuning starts from the best round (FedAvg-FT's "
+                        "rounds are then a ceiling); 0 runs every round.")
     parser.add_argument("--markdown", type=Path, help="Write the tables here too.")
     parser.add_argument("--json", type=Path, help="Write every seed's scores and the settings here (for --combine).")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
@@ -350,8 +366,9 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(ARMS))
     if unknown:
         parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
-    if args.patience < 0 or (args.patience and not args.val):
-        parser.error("--patience needs validation images (--val) and is 0 or more")
+    for option in ("patience", "rounds_patience"):
+        if getattr(args, option) < 0 or (getattr(args, option) and not args.val):
+            parser.error(f"--{option.replace('_', '-')} needs validation images (--val) and is 0 or more")
     optimizers = {"fedadam": {} if args.fedadam_lr is None else {"server_lr": args.fedadam_lr},
                   "fedavgm": {} if args.fedavgm is None else dict(zip(("server_momentum", "server_lr"), args.fedavgm,
                                                                       strict=True))}
@@ -359,7 +376,8 @@ def main() -> None:
         parser.error("--seed: each seed once")
     setups = [Setup(args.matrix, args.train, args.test, args.rounds, args.lr, args.lamda_lr, seed, args.threads,
                     args.val, args.check_every, args.patience) for seed in args.seed]
-    arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen, args.patience)
+    arms = federated_arms(args.rounds, args.local_epochs, args.personalize_epochs, optimizers, chosen, args.patience,
+                          args.rounds_patience)
     runs = run(setups, arms, args.jobs)
     lines: list[str] = []
     for seed, (results, seconds, checkpoints) in runs.items():

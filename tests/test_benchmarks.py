@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_federated_benchmark_summarizes_several_seeds(tmp_path):
     table = tmp_path / "federated.md"
     tiny = ["--matrix", "32", "--train", "2", "--test", "2", "--val", "2", "--rounds", "2", "--check-every", "1",
             "--personalize-epochs", "1", "--local-epochs", "1", "--arms", "site-lamda-ft", "--jobs", "2",
-            "--patience", "1"]
+            "--patience", "1", "--rounds-patience", "1"]
     result = _federated(*tiny, "--seed", "0", "1", "--markdown", str(table))
     assert result.returncode == 0, result.stderr
     text = table.read_text()
@@ -54,11 +55,20 @@ def test_federated_benchmark_summarizes_several_seeds(tmp_path):
             assert spreads[i] == pytest.approx(statistics.stdev(values), abs=1.5e-4)
     met = sum("targets met" in line for s in seeds for line in s.splitlines() if line.startswith("- FedAvg-FT"))
     assert f"both targets met in {met} of 2 seeds" in summary
+    federated = [_ssims(next(line for name, line in r.items() if name.startswith("FedAvg-FT"))) for r in rows]
+    for i, site in enumerate(sites):  # mean ± standard error of the paired differences to the site's own model
+        differences = [federated[seed][i] - own[seed][i] for seed in (0, 1)]
+        mean, error = re.search(rf"{site} ([-+][0-9.]+) ± ([0-9.]+) \(", summary).groups()
+        assert float(mean) == pytest.approx(statistics.mean(differences), abs=1.5e-4)
+        assert float(error) == pytest.approx(statistics.stdev(differences) / 2 ** 0.5, abs=1.5e-4)
+    assert all("round 1 of 1, fine-tuning epochs kept" in s for s in seeds)  # the experiment's kept round
 
     again = _federated(*tiny, "--seed", "0", "0")
     assert again.returncode == 2 and "each seed once" in again.stderr
     impatient = _federated(*tiny[:tiny.index("--val")], "--patience", "3")
     assert impatient.returncode == 2 and "--patience needs validation images" in impatient.stderr
+    impatient = _federated(*tiny[:tiny.index("--val")], "--rounds-patience", "3")
+    assert impatient.returncode == 2 and "--rounds-patience needs validation images" in impatient.stderr
 
     # The same seeds run by separate commands and combined: the same summary as the two-seed run's.
     for seed in ("0", "1"):
