@@ -2,8 +2,9 @@
 
 What ``cloudmri fl simulate EXP.yaml`` does, as a form: a table of sites (one row each: name, coils, noise,
 acceleration, sampling pattern, contrast, training and held-out counts; rows can be added and removed), the
-experiment's settings (rounds, Flower strategy from :data:`cloudmri_kernel.federated.aggregation.STRATEGIES`,
-local epochs, learning rate, fewest usable sites per round, network size) and a **Start** button. The form is
+experiment's settings (rounds and a round patience, Flower strategy from
+:data:`cloudmri_kernel.federated.aggregation.STRATEGIES`, local epochs, learning rate, fewest usable sites per
+round, network size) and a **Start** button. The form is
 checked by the same constructors the CLI uses (:class:`~cloudmri_kernel.federated.sites.SiteConfig`,
 :class:`~cloudmri_kernel.federated.experiment.ExperimentConfig`) before anything starts.
 
@@ -11,8 +12,9 @@ The experiment runs with :func:`cloudmri_kernel.federated.experiment.run_experim
 ClientApp in this process, on its own data only) in a thread, so the notebook stays usable. After every round
 the form redraws each site's training loss and held-out SSIM against the round, a table of the latest per-site
 figures, and who failed or was rejected and why (the reasons the server logged). **Stop** ends the experiment
-after the round in flight. At the end it shows the final global model's path, SHA-256 and catalog experiment
-ID, and whether its hash is queued for anchoring on the ledger.
+after the round in flight. At the end it shows the global model's path (the last round's, or with a round
+patience the round with the sites' best mean validation SSIM), SHA-256 and catalog experiment ID, and whether its
+hash is queued for anchoring on the ledger.
 
 References:
     McMahan B et al. Communication-efficient learning of deep networks from decentralized data (FedAvg).
