@@ -166,7 +166,7 @@ class FederatedExperiment(widgets.VBox):
     rounds_done = traitlets.Int(0, help="rounds finished in the current or last run")
     experiment_id = traitlets.Unicode("", help="the catalog's experiment of the last run")
     final_path = traitlets.Unicode("", help="the global model file the last run kept: its last round's, or with a "
-                                   "round patience the round's best on the sites' validation images")
+                                   "round patience the one with the sites' best mean validation SSIM")
     final_sha256 = traitlets.Unicode("", help="its SHA-256")
 
     def __init__(self, catalog=None, ledger=None, out_dir: str | Path | None = None, created_by: str | None = None,
@@ -323,8 +323,8 @@ class FederatedExperiment(widgets.VBox):
             raise UsageError(f"min sites per round is {config.min_sites} but there are only "
                              f"{len(self.site_rows)} sites")
         if config.rounds_patience and not any(site.val_count for site in self.site_configs()):
-            raise UsageError("a round patience chooses rounds on the sites' validation images: give a site some "
-                             "(val.)")
+            raise UsageError("a round patience chooses rounds on the sites' validation images: give at least "
+                             "one site some (the val. column)")
         return config
 
     def form_problem(self) -> str | None:
