@@ -63,8 +63,8 @@ def voila(notebook: Path, env: dict[str, str] | None = None, timeout: float = 60
     try:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
+            try:  # once the port is open, wait for the first render rather than start a kernel per retry
+                if httpx.get(url, timeout=max(2.0, deadline - time.monotonic())).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

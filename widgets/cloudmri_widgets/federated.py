@@ -106,7 +106,8 @@ class SiteRow:
                    widgets.Dropdown(options=CONTRASTS, value=site.contrast, layout=layout("contrast")),
                    widgets.IntText(site.train_count, layout=layout("train")),
                    widgets.IntText(site.val_count, layout=layout("val."),
-                                   tooltip="validation images: the fine-tuning epoch kept is chosen on them"),
+                                   tooltip="validation images: the fine-tuning epoch kept (and with a "
+                                   "round patience, the round kept) is chosen on them"),
                    widgets.IntText(site.test_count, layout=layout("test")),
                    widgets.Button(icon="times", tooltip="Remove this site", layout=widgets.Layout(width="3em")))
 
