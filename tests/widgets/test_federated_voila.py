@@ -51,7 +51,8 @@ def test_a_round_patience_typed_in_the_page_stops_the_rounds_and_shows_the_kept_
                 field.press("Enter")
             playwright.expect(page.get_by_text("give at least one site some (the val. column)")).to_be_visible(
                 timeout=30_000)
-            validation = page.locator("label[title^='validation images'] + input")  # the val. column
+            validation = page.locator(".fl-val input")  # the val. column
+            assert page.locator("b[title^='validation images']").inner_text() == "val."  # its header explains it
             assert validation.count() == 3
             for index in range(3):
                 validation.nth(index).fill("2")

@@ -72,6 +72,13 @@ DEFAULT_SITES = (
 _ERROR = "#b00020"
 _COLUMNS = (("name", "8em"), ("coils", "5em"), ("noise", "6em"), ("accel.", "5em"), ("pattern", "7em"),
             ("contrast", "6em"), ("train", "5em"), ("val.", "5em"), ("test", "5em"))
+#: What a column header says when the pointer rests on it (an input without a description shows no tooltip).
+_COLUMN_HELP = {"noise": "standard deviation of the complex noise added to each coil's k-space",
+                "accel.": "undersampling factor outside the calibration lines",
+                "train": "training images: what the site trains on",
+                "val.": "validation images: the fine-tuning epoch kept (and with a round patience, the round kept) "
+                        "is chosen on them, never on the held-out ones",
+                "test": "held-out images: every round's model is scored on them"}
 
 
 @dataclass
@@ -105,9 +112,7 @@ class SiteRow:
                    widgets.Dropdown(options=PATTERNS, value=site.pattern, layout=layout("pattern")),
                    widgets.Dropdown(options=CONTRASTS, value=site.contrast, layout=layout("contrast")),
                    widgets.IntText(site.train_count, layout=layout("train")),
-                   widgets.IntText(site.val_count, layout=layout("val."),
-                                   tooltip="validation images: the fine-tuning epoch kept (and with a "
-                                   "round patience, the round kept) is chosen on them"),
+                   widgets.IntText(site.val_count, layout=layout("val.")).add_class("fl-val"),
                    widgets.IntText(site.test_count, layout=layout("test")),
                    widgets.Button(icon="times", tooltip="Remove this site", layout=widgets.Layout(width="3em")))
 
@@ -231,8 +236,8 @@ class FederatedExperiment(widgets.VBox):
                       self.min_sites, self.personalize_epochs, self.personalize_patience, self.local_lamda,
                       self.network, self.matrix, self.calib):
             field.observe(self._check_form, names="value")
-        header = widgets.HBox([widgets.HTML(f"<b>{title}</b>", layout=widgets.Layout(width=width))
-                               for title, width in _COLUMNS])
+        header = widgets.HBox([widgets.HTML(f"<b title='{html.escape(_COLUMN_HELP.get(title, title))}'>{title}</b>",
+                                            layout=widgets.Layout(width=width)) for title, width in _COLUMNS])
         super().__init__([self.name, widgets.HTML("<b>Sites</b> (each trains on its own synthetic data only)"),
                           header, self.sites_table, self.add_site_button, self.matrix, self.calib,
                           widgets.HBox([widgets.VBox([self.rounds, self.rounds_patience, self.strategy,
