@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+#: Marks a test (or a module, in ``pytestmark``) that drives Chromium: skipped, saying so, where it is missing.
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                                    reason="needs Debian's chromium (./workbench setup installs it)")
 
 
 @pytest.fixture(scope="module")

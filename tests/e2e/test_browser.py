@@ -6,7 +6,6 @@ Screenshots of each role's landing page go to ``CLOUDMRI_TEST_ARTIFACTS`` (defau
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,17 +13,13 @@ import pytest
 
 from cloudmri_kernel import up
 from cloudmri_kernel.client import Client
-from tests.browser import CHROMIUM
+from tests.browser import needs_chromium
 from tests.hub.conftest import needs_user_servers
 
 ARTIFACTS = Path(os.environ.get("CLOUDMRI_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "out" /
                                 "test-artifacts"))
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow, *needs_user_servers,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, *needs_user_servers, needs_chromium]
 
 
 def _sign_in(browser, bench, user: str):

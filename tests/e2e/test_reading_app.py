@@ -9,8 +9,6 @@ A screenshot goes to ``docs/images/reading-room.png``.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from cloudmri_widgets.reading import template_text
 from sqlalchemy import select
@@ -20,16 +18,12 @@ from cloudmri_kernel.client import Client
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
 from cloudmri_kernel.service.routes.reading import report_sha256
 from cloudmri_kernel.service.testing import create_token
-from tests.browser import CHROMIUM, voila_as
+from tests.browser import needs_chromium, voila_as
 from tests.conftest import REPO
 from tests.e2e.conftest import service_catalog
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 APP = REPO / "notebooks" / "apps" / "reading.ipynb"
 SCREENSHOTS = REPO / "docs" / "images"

@@ -4,22 +4,16 @@ the page shows the rounds it stopped after and the round whose model it kept; th
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from sqlalchemy import select
 
 from cloudmri_kernel.catalog.db import Catalog
 from cloudmri_kernel.catalog.models import Experiment
-from tests.browser import CHROMIUM, notebook_file
+from tests.browser import needs_chromium, notebook_file
 from tests.browser import voila as voila_server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 NOTEBOOK = '''\
 from cloudmri_kernel.catalog.db import Catalog
@@ -34,13 +28,10 @@ form
 '''
 
 
-def test_a_round_patience_typed_in_the_page_stops_the_rounds_and_shows_the_kept_round(tmp_path):
-    with voila_server(notebook_file(tmp_path / "federated.ipynb", NOTEBOOK), timeout=120) as url, \
-            playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+def test_a_round_patience_typed_in_the_page_stops_the_rounds_and_shows_the_kept_round(tmp_path, browser):
+    with voila_server(notebook_file(tmp_path / "federated.ipynb", NOTEBOOK), timeout=120) as url:
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(url)
             rounds = page.get_by_label("Rounds", exact=True)
             rounds.wait_for(timeout=120_000)
@@ -64,7 +55,7 @@ def test_a_round_patience_typed_in_the_page_stops_the_rounds_and_shows_the_kept_
             text = message.inner_text()
             page.screenshot(path=tmp_path / "federated-widget.png", full_page=True)
         finally:
-            browser.close()
+            page.close()
     assert "Kept round 4: the best mean validation SSIM of the sites" in text
     assert str(tmp_path / "models" / "round-4.pt") in text or "models/round-4.pt" in text
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")

@@ -8,22 +8,16 @@ stand-in for the anywidget model holding the state and binary buffers :class:`La
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from cloudmri_widgets import Labeler
 
-from tests.browser import CHROMIUM, notebook_file, open_widget
+from tests.browser import needs_chromium, notebook_file, open_widget
 from tests.browser import voila as voila_server
 from tests.widgets.test_viewer_browser import DOCS_IMAGES, _phantom, _settle
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 SNAPSHOT = """(state) => ({ rois: state.rois, selected: state.selected, slice: state.slice, tool: state.tool,
   label: state.label, message: state.message,

@@ -5,7 +5,6 @@ tab, a signed report) is explained with nothing typed lost. What the service hol
 from __future__ import annotations
 
 import itertools
-import shutil
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from cloudmri_widgets.reading import KEYS_ESM, TEMPLATES, template_text
 from cloudmri_kernel.client import Client
 from cloudmri_kernel.mrd.phantom import PhantomSpec, write_phantom
 from cloudmri_kernel.service.identity import ROLE_SCOPES, LocalTokens
-from tests.browser import CHROMIUM
+from tests.browser import needs_chromium
 
 _seeds = itertools.count(100)
 
@@ -200,7 +199,7 @@ def test_two_tabs_editing_one_draft_the_later_save_is_refused_with_the_stored_te
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (./workbench setup installs it)")
+@needs_chromium
 def test_alt_arrows_send_next_and_previous_in_chromium(browser):
     """The shortcut module as shipped, in Chromium with a stand-in model: Alt+Right/Left send next/previous from
     anywhere on the page, plain arrows (typing in the report) send nothing, and the listener goes with the view."""

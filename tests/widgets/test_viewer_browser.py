@@ -8,22 +8,17 @@ applied to the Python widget as the comm would. Screenshots for the docs go to `
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cloudmri_widgets import Viewer
 
-from tests.browser import CHROMIUM, open_widget
+from tests.browser import needs_chromium, open_widget
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 SNAPSHOT = """(state) => Object.fromEntries(["slice", "indices", "window", "level", "mode", "tool", "zoom", "pan",
   "difference", "profile"].map((name) => [name, state[name]]))"""

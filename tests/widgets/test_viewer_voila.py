@@ -7,20 +7,14 @@ the button's change must reach the canvas.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from tests.browser import notebook_file
+from tests.browser import CHROMIUM, needs_chromium, notebook_file
 from tests.browser import voila as voila_server
-from tests.widgets.test_viewer_browser import CHROMIUM, _grey, _pixel, _settle
+from tests.widgets.test_viewer_browser import _grey, _pixel, _settle
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (./workbench setup)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason="needs Debian's chromium (./workbench setup installs it)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 NOTEBOOK = '''\
 import ipywidgets as widgets
