@@ -29,12 +29,15 @@ own model (mean ± standard error) and the seeds in which the targets were met. 
 until its validation score stops improving (local, central, each site's fine-tuning), and with
 ``--rounds-patience`` every federated arm's rounds stop when the sites' mean validation SSIM does (fine-tuning then
 starts from the best round); ``--json`` keeps a run's scores so that ``--combine`` can summarize seeds run by
-separate commands. The latest run in
-``docs/benchmarks/federated_vs_central.md`` (run 9)::
+separate commands. The latest runs in
+``docs/benchmarks/federated_vs_central.md`` (runs 9 and 10, seeds 0-2 and 3-5) and their six-seed summary::
 
     nice -n 19 python benchmarks/federated_vs_central.py --train 16 --test 16 --val 16 --rounds 960 \
         --check-every 20 --lr 3e-3 --lamda-lr 0.03 --personalize-epochs 720 --patience 120 --local-epochs 1 \
         --arms site-lamda-ft --jobs 2 --seed 0 1 2 --json docs/benchmarks/federated_vs_central_run9.json
+    # the same with --seed 3 4 5 --json docs/benchmarks/federated_vs_central_run10.json, then
+    python benchmarks/federated_vs_central.py --combine docs/benchmarks/federated_vs_central_run9.json \
+        docs/benchmarks/federated_vs_central_run10.json
 """
 
 from __future__ import annotations
